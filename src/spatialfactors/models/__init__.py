@@ -1,0 +1,3 @@
+"""Engines on arrays (numpy, scipy.sparse, torch); no AnnData inside."""
+
+__all__: list[str] = []

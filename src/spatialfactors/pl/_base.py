@@ -1,0 +1,54 @@
+"""The small base every plotting function shares: figure set-up and scanpy-style finishing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def _new_axes(
+    ax: Axes | None, *, figsize: tuple[float, float] | None, dpi: float | None
+) -> tuple[Figure, Axes]:
+    """Return ``(figure, axes)``, drawing into ``ax`` when one is given."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    return fig, ax
+
+
+def _new_grid(
+    n_rows: int, n_cols: int, *, panel_size: tuple[float, float], figsize: tuple[float, float] | None, dpi: float | None
+) -> tuple[Figure, list[list[Axes]]]:
+    """Return a figure with a ``n_rows`` x ``n_cols`` grid of axes (always 2D)."""
+    if figsize is None:
+        figsize = (panel_size[0] * n_cols, panel_size[1] * n_rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=figsize, dpi=dpi, squeeze=False, layout="constrained")
+    return fig, [list(row) for row in axes]
+
+
+def _finish(
+    fig: Figure,
+    axes: Axes | list,
+    *,
+    show: bool | None,
+    save: str | Path | None,
+    return_fig: bool,
+) -> Figure | Axes | list | None:
+    """Save and show a figure the way scanpy does, and return what the caller asked for.
+
+    ``show=None`` shows the figure and returns nothing (scanpy's default); ``show=False``
+    returns the axes; ``return_fig=True`` returns the figure.
+    """
+    if save is not None:
+        path = Path(save)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, bbox_inches="tight")
+    if return_fig:
+        return fig
+    if show is False:
+        return axes
+    plt.show()
+    return None

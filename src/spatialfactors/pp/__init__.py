@@ -1,0 +1,3 @@
+"""Preprocessing on AnnData."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Tools: AnnData wrappers that validate input, call an engine and write the results."""
+
+__all__: list[str] = []
