@@ -153,9 +153,7 @@ def _assign_types(x: np.ndarray, width: float, rng: np.random.Generator) -> tupl
     return layer, types
 
 
-def _hidden_states(
-    types: np.ndarray, layer: np.ndarray, sigma_x: float, rng: np.random.Generator
-) -> np.ndarray:
+def _hidden_states(types: np.ndarray, layer: np.ndarray, sigma_x: float, rng: np.random.Generator) -> np.ndarray:
     """x_i = s_i v_i with v_i = normalised(b_c + eta_i), eta_i ~ N(0, sigma_x Sigma_c), s_i ~ Gamma(K, 1)."""
     b_table = cortex_proportion_means()
     b = b_table.loc[types].to_numpy().copy()
@@ -264,7 +262,11 @@ def simulate_cortex(
 
     Returns
     -------
-    AnnData with ``n_fovs * n_cells`` cells and ``n_genes`` genes:
+    Simulated cells x genes; the slots are listed under Notes.
+
+    Notes
+    -----
+    The returned AnnData has ``n_fovs * n_cells`` cells and ``n_genes`` genes:
 
     - ``.X``: expression (float32);
     - ``.obs['cell_type']``, ``.obs['layer']``, ``.obs['fov']``: categoricals;
@@ -343,7 +345,7 @@ def simulate_cortex(
             "sigma_x": float(sigma_x),
             "min_distance": float(min_distance),
             "clip_negative": clip_negative,
-            "random_state": random_state if isinstance(random_state, int) else None,
+            "random_state": random_state if isinstance(random_state, int) else repr(random_state),
         },
     }
     return adata

@@ -9,9 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
-def _new_axes(
-    ax: Axes | None, *, figsize: tuple[float, float] | None, dpi: float | None
-) -> tuple[Figure, Axes]:
+def _new_axes(ax: Axes | None, *, figsize: tuple[float, float] | None, dpi: float | None) -> tuple[Figure, Axes]:
     """Return ``(figure, axes)``, drawing into ``ax`` when one is given."""
     if ax is not None:
         return ax.figure, ax
