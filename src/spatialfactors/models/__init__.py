@@ -1,3 +1,5 @@
 """Engines on arrays (numpy, scipy.sparse, torch); no AnnData inside."""
 
-__all__: list[str] = []
+from . import nmf, pca, reconstruction, stability, stanmf
+
+__all__ = ["nmf", "pca", "reconstruction", "stability", "stanmf"]

@@ -1,3 +1,5 @@
 """Tools: AnnData wrappers that validate input, call an engine and write the results."""
 
-__all__: list[str] = []
+from ._stanmf import stanmf
+
+__all__ = ["stanmf"]

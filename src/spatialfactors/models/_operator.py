@@ -1,0 +1,118 @@
+"""The data matrix as an operator: products with X, exact (dense or sparse) or compressed.
+
+Every factorisation here only touches the data through ``X @ M`` and ``M @ X``, so one
+class serves dense arrays, sparse matrices and the compressed form ``X ~ Q B``
+(randomised range finder; Halko et al. 2011, compressed NMF of Tepper & Sapiro 2016).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Return the torch dtype for ``"float32"``/``"float64"`` (or a torch dtype)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"`dtype` must be float32 or float64, got {dtype}.")
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"`dtype` must be 'float32' or 'float64', got {dtype!r}.")
+    return _DTYPES[dtype]
+
+
+class DataOperator:
+    """Products with a non-negative data matrix ``X`` (n_obs x n_vars).
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix.
+    dtype
+        Working precision.
+    device
+        Torch device.
+    """
+
+    def __init__(self, X, *, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+        self.dtype = resolve_dtype(dtype)
+        self.device = torch.device(device)
+        self.shape = tuple(X.shape)
+        if sp.issparse(X):
+            csr = sp.csr_matrix(X)
+            self._x = _to_torch_csr(csr, self.dtype, self.device)
+            self._xt = _to_torch_csr(csr.T.tocsr(), self.dtype, self.device)
+            self.sparse = True
+            sq = np.asarray(csr.multiply(csr).sum(axis=0)).ravel()
+            sums = np.asarray(csr.sum(axis=0)).ravel()
+        else:
+            x = np.asarray(X)
+            self._x = torch.as_tensor(x, device=self.device).to(self.dtype)
+            self._xt = None
+            self.sparse = False
+            sq = (self._x.double() ** 2).sum(0).cpu().numpy()
+            sums = self._x.double().sum(0).cpu().numpy()
+        #: Squared norm and sum of every column (float64, exact).
+        self.col_sq_norms = torch.as_tensor(sq, dtype=torch.float64, device=self.device)
+        self.col_sums = torch.as_tensor(sums, dtype=torch.float64, device=self.device)
+
+    def matmul(self, m: torch.Tensor) -> torch.Tensor:
+        """``X @ m`` for ``m`` of shape (n_vars, c)."""
+        return self._x @ m
+
+    def rmatmul(self, m: torch.Tensor) -> torch.Tensor:
+        """``m @ X`` for ``m`` of shape (c, n_obs)."""
+        if self.sparse:
+            return (self._xt @ m.T).T
+        return m @ self._x
+
+    def compress(self, rank: int, *, n_power_iter: int = 4, seed: int = 0) -> CompressedOperator:
+        """Return ``X ~ Q B`` with ``Q`` (n_obs x rank) orthonormal, by a randomised range finder."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        omega = torch.randn(self.shape[1], rank, generator=gen, dtype=self.dtype).to(self.device)
+        q = torch.linalg.qr(self.matmul(omega)).Q
+        for _ in range(n_power_iter):
+            z = torch.linalg.qr(self.rmatmul(q.T).T).Q
+            q = torch.linalg.qr(self.matmul(z)).Q
+        b = self.rmatmul(q.T)
+        return CompressedOperator(q, b, self.col_sq_norms, self.col_sums, self.shape)
+
+
+class CompressedOperator:
+    """``X ~ Q B`` with orthonormal ``Q`` (n_obs x r) and ``B = Q^T X`` (r x n_vars)."""
+
+    sparse = False
+
+    def __init__(self, q: torch.Tensor, b: torch.Tensor, col_sq_norms, col_sums, shape):
+        self.q, self.b = q, b
+        self.dtype, self.device = q.dtype, q.device
+        self.col_sq_norms, self.col_sums, self.shape = col_sq_norms, col_sums, tuple(shape)
+
+    def matmul(self, m: torch.Tensor) -> torch.Tensor:
+        """``Q (B m)``."""
+        return self.q @ (self.b @ m)
+
+    def rmatmul(self, m: torch.Tensor) -> torch.Tensor:
+        """``(m Q) B``."""
+        return (m @ self.q) @ self.b
+
+    def relative_error(self, exact: DataOperator) -> float:
+        """``||X - Q B||_F / ||X||_F``, computed without forming ``Q B``."""
+        total = float(exact.col_sq_norms.sum())
+        # ||X - QB||^2 = ||X||^2 - ||B||^2 because Q is orthonormal and B = Q^T X.
+        captured = float((self.b.double() ** 2).sum())
+        return float(np.sqrt(max(total - captured, 0.0) / total)) if total > 0 else 0.0
+
+
+def _to_torch_csr(m: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    m.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(m.indptr, dtype=torch.int64),
+        torch.as_tensor(m.indices, dtype=torch.int64),
+        torch.as_tensor(m.data).to(dtype),
+        size=m.shape,
+    ).to(device)

@@ -1,0 +1,167 @@
+"""Dictionary dissimilarity and the staNMF instability score (Cahill et al. 2024, Methods).
+
+For two dictionaries ``D`` and ``D'`` (n_obs x K), ``C = xcorr(D, D')`` is the K x K matrix of
+normalised inner products between their columns (invariant to the scale of each column). As in
+the authors' public code (Yu-Group/staNMF, abbasilab/osNMF), columns are scaled to unit norm
+without centring, which is what reproduces the paper's instability values; ``centered=True``
+gives Pearson correlations instead. Two dissimilarities account for the order of the columns:
+
+- Hungarian matching: ``dsim = (1/K) sum_(k,l) (1 - C_kl)`` over the pairs of a maximum-weight
+  assignment (``scipy.optimize.linear_sum_assignment``);
+- Amari-type error: ``dsim = (1/2K) (2K - sum_l max_k C_kl - sum_k max_l C_kl)``.
+
+The instability of N replicate dictionaries is the mean dissimilarity over the N(N-1)/2
+distinct pairs, ``gamma = 2 / (N (N-1)) sum_{p<q} dsim(D_p, D_q)``, and its standard deviation
+is staNMF's bound for a U-statistic of order two, ``sqrt(2 Var(dsim) / N)`` with ``Var(dsim)``
+the variance of the pairwise dissimilarities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+METRICS = ("hungarian", "amari")
+
+
+def _standardise(d: np.ndarray, centered: bool = False) -> np.ndarray:
+    """Scale each column to unit norm, after centring it if asked (zero columns stay zero)."""
+    d = np.asarray(d)
+    if d.dtype != np.float32:  # float32 dictionaries stay float32 (halves the memory of large sweeps)
+        d = d.astype(np.float64)
+    if centered:
+        d = d - d.mean(axis=-2, keepdims=True)
+    norm = np.linalg.norm(d, axis=-2, keepdims=True)
+    return np.divide(d, norm, out=np.zeros_like(d), where=norm > 0)
+
+
+def cross_correlation(d1: np.ndarray, d2: np.ndarray, *, centered: bool = False) -> np.ndarray:
+    """Cross-correlation between every column of ``d1`` and every column of ``d2``.
+
+    Parameters
+    ----------
+    d1, d2
+        Dictionaries with the same number of rows.
+    centered
+        Centre the columns first (Pearson correlation); by default the normalised inner
+        product of the staNMF reference code.
+
+    Returns
+    -------
+    ``C`` with ``C[k, l] = <d1[:, k], d2[:, l]> / (||d1[:, k]|| ||d2[:, l]||)``; a zero column
+    correlates 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.stability import cross_correlation
+    >>> d = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    >>> cross_correlation(d, 2 * d[:, ::-1]).round(3).tolist()
+    [[0.0, 1.0], [1.0, 0.0]]
+    """
+    return _standardise(d1, centered).T @ _standardise(d2, centered)
+
+
+def dissimilarity(c: np.ndarray, metric: str = "hungarian") -> float:
+    """Dissimilarity of two dictionaries from their cross-correlation matrix.
+
+    Parameters
+    ----------
+    c
+        K x K cross-correlation matrix.
+    metric
+        ``"hungarian"`` or ``"amari"``.
+
+    Returns
+    -------
+    A value in [0, 2]; 0 when the dictionaries agree up to order and scale.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.stability import dissimilarity
+    >>> c = np.array([[0.9, 0.2], [0.1, 0.7]])
+    >>> round(dissimilarity(c, "hungarian"), 3), round(dissimilarity(c, "amari"), 3)
+    (0.2, 0.2)
+    """
+    c = np.clip(np.asarray(c, dtype=np.float64), -1.0, 1.0)
+    k = c.shape[0]
+    if metric == "hungarian":
+        rows, cols = linear_sum_assignment(c, maximize=True)
+        return float(np.mean(1.0 - c[rows, cols]))
+    if metric == "amari":
+        return float((2 * k - c.max(axis=0).sum() - c.max(axis=1).sum()) / (2 * k))
+    raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}.")
+
+
+@dataclass
+class Instability:
+    """Instability of N replicate dictionaries.
+
+    Attributes
+    ----------
+    mean
+        ``gamma``: mean dissimilarity over the N(N-1)/2 distinct pairs.
+    std
+        staNMF's standard deviation, the bound ``sqrt(2 Var(dsim) / N)`` for a U-statistic
+        of order two (Hoeffding), with ``Var(dsim)`` over the distinct pairs.
+    pairwise
+        N x N matrix of dissimilarities (zero diagonal).
+    """
+
+    mean: float
+    std: float
+    pairwise: np.ndarray
+
+
+def instability(
+    dictionaries, metric: str = "hungarian", *, centered: bool = False, absolute: bool = False
+) -> Instability:
+    """Instability score ``gamma(K)`` of replicate dictionaries.
+
+    Parameters
+    ----------
+    dictionaries
+        (N, n_obs, K) array or a sequence of N dictionaries (n_obs x K), N >= 2.
+    metric
+        ``"hungarian"`` or ``"amari"``.
+    centered
+        Pearson correlations instead of normalised inner products.
+    absolute
+        Use ``|C|`` (for dictionaries whose column signs are arbitrary, such as principal
+        components).
+
+    Returns
+    -------
+    Mean, standard error and pairwise dissimilarities.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.stability import instability
+    >>> rng = np.random.default_rng(0)
+    >>> d = rng.random((100, 3))
+    >>> round(instability([d, 2 * d[:, [2, 0, 1]], d]).mean, 12)
+    0.0
+    """
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}.")
+    z = _standardise(np.stack([np.asarray(d) for d in dictionaries]), centered)
+    n_rep, _, k = z.shape
+    if n_rep < 2:
+        raise ValueError(f"The instability needs at least 2 replicates, got {n_rep}.")
+    # All cross-correlations in one product: (N K) x (N K).
+    flat = z.transpose(1, 0, 2).reshape(z.shape[1], n_rep * k)
+    corr = (flat.T @ flat).astype(np.float64).reshape(n_rep, k, n_rep, k)
+    if absolute:
+        corr = np.abs(corr)
+    pairwise = np.zeros((n_rep, n_rep))
+    for p in range(n_rep):
+        for q in range(p + 1, n_rep):
+            pairwise[p, q] = pairwise[q, p] = dissimilarity(corr[p, :, q, :], metric)
+    iu = np.triu_indices(n_rep, 1)
+    mean = float(pairwise[iu].mean())
+    # Var(U) <= (2 / N) Var(h) for a U-statistic of order two (Hoeffding 1948).
+    return Instability(mean=mean, std=float(np.sqrt(2 * pairwise[iu].var() / n_rep)), pairwise=pairwise)

@@ -1,0 +1,203 @@
+"""The staNMF stability sweep: bootstrap replicates per K, dispatched through joblib.
+
+Replicates resample the columns (genes) of ``X`` with replacement (Cahill et al. 2024,
+Methods "The staNMF Framework"); the dictionaries over obs are compared. Every task is one
+K and one batch of replicates, so ``joblib.parallel_config(backend="dask")`` runs the same
+sweep on a dask.distributed cluster. Replicate ``r`` uses the same resample for every K, and
+its resample depends only on ``(random_state, r)``, not on batching or workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from joblib import Parallel, delayed
+
+from ._operator import CompressedOperator, DataOperator
+from .nmf import nmf
+from .pca import pca_dictionaries
+from .stability import instability
+
+
+def bootstrap_weights(n_vars: int, n_replicates: int, random_state: int = 0) -> np.ndarray:
+    """Column multiplicities of ``n_replicates`` bootstrap resamples of ``n_vars`` columns.
+
+    Parameters
+    ----------
+    n_vars
+        Number of columns (genes).
+    n_replicates
+        Number of resamples.
+    random_state
+        Seed; replicate ``r`` draws from the r-th child of ``SeedSequence(random_state)``.
+
+    Returns
+    -------
+    (n_replicates, n_vars) integer counts, each row summing to ``n_vars``.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stanmf import bootstrap_weights
+    >>> w = bootstrap_weights(10, 3, random_state=0)
+    >>> w.shape, w.sum(axis=1).tolist()
+    ((3, 10), [10, 10, 10])
+    """
+    children = np.random.SeedSequence(random_state).spawn(n_replicates)
+    out = np.empty((n_replicates, n_vars), dtype=np.int32)
+    for r, child in enumerate(children):
+        idx = np.random.default_rng(child).integers(0, n_vars, size=n_vars)
+        out[r] = np.bincount(idx, minlength=n_vars)
+    return out
+
+
+@dataclass
+class _Data:
+    """What a task needs to rebuild its operator (small when compressed)."""
+
+    x: object = None
+    q: np.ndarray | None = None
+    b: np.ndarray | None = None
+    col_sq_norms: np.ndarray | None = None
+    col_sums: np.ndarray | None = None
+    shape: tuple = ()
+    dtype: str = "float32"
+    device: str = "cpu"
+    kwargs: dict = field(default_factory=dict)
+
+    def operator(self):
+        if self.q is None:
+            return DataOperator(self.x, dtype=self.dtype, device=self.device)
+        t = lambda a: torch.as_tensor(a, device=self.device)
+        return CompressedOperator(t(self.q), t(self.b), t(self.col_sq_norms), t(self.col_sums), self.shape)
+
+
+def _nmf_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
+    res = nmf(None, k, weights=weights, operator=data.operator(), **data.kwargs)
+    return res.W.astype(np.float32, copy=False)
+
+
+def _pca_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
+    return pca_dictionaries(data.operator(), weights, k, seed=data.kwargs.get("seed", 0))[0].astype(np.float32)
+
+
+@dataclass
+class SweepResult:
+    """Instability table of a sweep (one row per method and K) and the compression error."""
+
+    table: pd.DataFrame
+    compression_error: float | None
+
+
+def stability_sweep(
+    X,
+    n_components: Sequence[int],
+    *,
+    n_replicates: int = 100,
+    metric: str = "hungarian",
+    pca: bool = False,
+    random_state: int = 0,
+    init: str = "nndsvd",
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    compress: int | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    batch_size: int | None = None,
+    n_jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SweepResult:
+    """Bootstrap instability of NMF (and optionally PCA) dictionaries for every K.
+
+    Parameters
+    ----------
+    X
+        Non-negative data (n_obs x n_vars), dense or scipy sparse.
+    n_components
+        Values of K.
+    n_replicates
+        Bootstrap replicates per K (N >= 2).
+    metric
+        ``"hungarian"`` or ``"amari"``.
+    pca
+        Also compute the PCA comparator's instability on the same resamples.
+    random_state
+        Seed of the resamples.
+    init, tol, max_iter, compress, dtype, device, batch_size
+        Passed to :func:`~spatialfactors.models.nmf.nmf`.
+    n_jobs
+        joblib workers (``None``: one, or the active ``joblib.parallel_config``).
+    progress
+        Called with the number of replicates finished after every task.
+
+    Returns
+    -------
+    The instability table (columns ``method, K, metric, mean, std, n_replicates``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.stanmf import stability_sweep
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((60, 3)) @ rng.random((3, 40))
+    >>> stability_sweep(X, [2, 3], n_replicates=4).table[["K", "mean"]].shape
+    (2, 2)
+    """
+    ks = [int(k) for k in n_components]
+    weights = bootstrap_weights(X.shape[1], n_replicates, random_state)
+    seed = 0
+    kwargs = {"init": init, "tol": tol, "max_iter": max_iter, "dtype": dtype, "device": device, "seed": seed}
+    data = _Data(x=X, shape=tuple(X.shape), dtype=dtype, device=device, kwargs=kwargs)
+    compression_error = None
+    if compress:
+        exact = DataOperator(X, dtype=dtype, device=device)
+        comp = exact.compress(compress, seed=seed)
+        compression_error = comp.relative_error(exact)
+        data = _Data(
+            q=comp.q.cpu().numpy(),
+            b=comp.b.cpu().numpy(),
+            col_sq_norms=comp.col_sq_norms.cpu().numpy(),
+            col_sums=comp.col_sums.cpu().numpy(),
+            shape=comp.shape,
+            dtype=dtype,
+            device=device,
+            kwargs=kwargs,
+        )
+        del exact, comp
+    if batch_size is None:
+        itemsize = 4 if dtype == "float32" else 8
+        n, g = X.shape
+        budget = max(256 * 2**20, n * g * itemsize // 2)
+        batch_size = int(max(1, min(n_replicates, budget // (4 * (n + g) * max(ks) * itemsize))))
+    data.kwargs["batch_size"] = batch_size
+
+    methods = [("nmf", _nmf_task)] + ([("pca", _pca_task)] if pca else [])
+    tasks, slots = [], []
+    for method, fn in methods:
+        for k in ks:
+            for start in range(0, n_replicates, batch_size):
+                tasks.append(delayed(fn)(data, k, weights[start : start + batch_size]))
+                slots.append((method, k, min(batch_size, n_replicates - start)))
+    rows, pending = [], {}
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    for (method, k, n_done), dicts in zip(slots, results, strict=True):
+        pending.setdefault((method, k), []).append(dicts)
+        if progress is not None:
+            progress(n_done)
+        if sum(len(d) for d in pending[(method, k)]) == n_replicates:
+            stack = np.concatenate(pending.pop((method, k)))
+            inst = instability(stack, metric)
+            rows.append(
+                {
+                    "method": method,
+                    "K": k,
+                    "metric": metric,
+                    "mean": inst.mean,
+                    "std": inst.std,
+                    "n_replicates": n_replicates,
+                }
+            )
+    return SweepResult(pd.DataFrame(rows), compression_error)

@@ -1,0 +1,260 @@
+"""``sf.tl.stanmf``: stability-driven NMF with K chosen by bootstrap instability."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from scanpy import logging as logg
+from scanpy import settings
+from tqdm.auto import tqdm
+
+from spatialfactors._validation import (
+    _assert_choice,
+    _assert_int_range,
+    _assert_no_empty_lines,
+    _assert_nonnegative_finite,
+    _extract_adata,
+    _get_matrix,
+    _save_results,
+)
+from spatialfactors.models._operator import DataOperator
+from spatialfactors.models.nmf import nmf
+from spatialfactors.models.pca import pca_dictionaries
+from spatialfactors.models.reconstruction import reconstruction_pcc
+from spatialfactors.models.stability import METRICS
+from spatialfactors.models.stanmf import stability_sweep
+
+
+def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Moran's I of every pattern with squidpy, on a scratch AnnData (nothing is written to ``adata``)."""
+    import squidpy as sq
+
+    scratch = AnnData(obs=pd.DataFrame(index=adata.obs_names))
+    scratch.obsp[connectivity_key] = adata.obsp[connectivity_key]
+    frames = []
+    for method, d in dictionaries.items():
+        scratch.obsm["patterns"] = np.asarray(d, dtype=np.float64)
+        res = sq.gr.spatial_autocorr(
+            scratch,
+            connectivity_key=connectivity_key,
+            attr="obsm",
+            layer="patterns",
+            mode="moran",
+            copy=True,
+            show_progress_bar=False,
+        )
+        frames.append(
+            pd.DataFrame({"method": method, "pattern": res.index.astype(int), "morans_i": res["I"].to_numpy()})
+        )
+    return pd.concat(frames, ignore_index=True).sort_values(["method", "pattern"], ignore_index=True)
+
+
+def stanmf(
+    adata: AnnData,
+    n_components: int | Sequence[int] = range(8, 31),
+    *,
+    n_replicates: int = 100,
+    metric: Literal["hungarian", "amari"] = "hungarian",
+    layer: str | None = None,
+    pca: bool = True,
+    init: Literal["nndsvd", "nndsvda"] = "nndsvd",
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    compress: int | None = None,
+    dtype: Literal["float32", "float64"] = "float32",
+    device: str = "cpu",
+    batch_size: int | None = None,
+    connectivity_key: str = "spatial_connectivities",
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    table_key: str | None = None,
+    key_added: str = "stanmf",
+    copy: bool = False,
+) -> AnnData | None:
+    """Stability-driven NMF (staNMF): choose K by bootstrap instability and factorise.
+
+    Implements Methods "The staNMF Framework" of :cite:`cahill2024stanmf`. The data
+    ``X`` (obs x genes; voxels or cells x genes) is factorised as ``X ~ D A`` with the
+    dictionary of principal patterns ``D`` (obs x K) and coefficients ``A`` (K x genes),
+    minimising ``||X - D A||_F^2`` subject to ``D, A >= 0`` with scikit-learn's coordinate
+    descent (``tol``, ``max_iter``) from a fixed NNDSVD start. For every K, ``n_replicates``
+    bootstrap replicates resample the genes with replacement; the instability
+    ``gamma(K) = 2 / (N (N-1)) sum_{p<q} dsim(D_p, D_q)`` compares their dictionaries by
+    Hungarian matching or by the Amari-type error of their cross-correlation
+    (:mod:`spatialfactors.models.stability`). ``K* = argmin gamma(K)`` is then fitted on the
+    full data.
+
+    Parameters
+    ----------
+    adata
+        Annotated data (or a SpatialData with ``table_key``); non-negative, no NaN.
+    n_components
+        Values of K to sweep, or one integer to fit that K without a sweep.
+    n_replicates
+        Bootstrap replicates per K (at least 2).
+    metric
+        ``"hungarian"`` or ``"amari"`` dissimilarity.
+    layer
+        Layer to factorise instead of ``.X``.
+    pca
+        Also run the PCA comparator (Fig. 1B): the same bootstrap, principal axes over obs
+        as dictionaries, and the PCA reconstruction accuracy at K* (Fig. 1F).
+    init
+        ``"nndsvd"`` (what the paper's scikit-learn 1.0 used) or ``"nndsvda"``.
+    tol, max_iter
+        Stopping rule of the coordinate-descent solver (the paper: 1e-4 and 200).
+    compress
+        Rank of a randomised compression of the obs side, ``X ~ Q B``, shared by all
+        replicates of the sweep (compressed NMF; much faster on atlas-sized data). The
+        final fit is always on the exact data. ``None`` sweeps on the exact data.
+    dtype
+        Working precision of the solver.
+    device
+        Torch device, e.g. ``"cuda"``.
+    batch_size
+        Replicates solved together; chosen from the data size by default.
+    connectivity_key
+        Key in ``.obsp`` of a squidpy spatial graph; when present, Moran's I of every
+        pattern is computed with :func:`squidpy.gr.spatial_autocorr` (Fig. 1C-D).
+    random_state
+        Seed of the bootstrap resamples; the same seed gives identical results.
+    n_jobs
+        joblib workers for the replicates; under ``joblib.parallel_config(backend="dask")``
+        the sweep runs on a dask.distributed cluster.
+    table_key
+        Table of a SpatialData input.
+    key_added
+        Prefix of the outputs.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` or a copy (``copy=True``), with
+
+    - ``.obsm['X_{key_added}']``: the dictionary ``D`` (obs x K*), pattern weights per obs;
+    - ``.varm['{key_added}_loadings']``: the coefficients ``A^T`` (genes x K*);
+    - ``.obsm['X_{key_added}_pca']``: principal axes at K* (when ``pca``);
+    - ``.uns[key_added]``: ``instability`` (table with columns method, K, metric, mean, std,
+      n_replicates), ``k`` (K*), ``genes`` (per gene: ``reconstruction_pcc``,
+      ``n_patterns`` with a non-zero coefficient, and ``pca_reconstruction_pcc``),
+      ``morans_i`` (when the graph exists), ``compression_error`` and ``params``.
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=300)
+    >>> sf.tl.stanmf(adata, n_components=range(6, 9), n_replicates=5)
+    >>> adata.obsm["X_stanmf"].shape[0], adata.uns["stanmf"]["k"] in (6, 7, 8)
+    (300, True)
+    """
+    start = time.perf_counter()
+    adata = _extract_adata(adata, table_key)
+    x = _get_matrix(adata, layer)
+    sweep = not isinstance(n_components, int | np.integer)
+    ks = sorted({int(k) for k in n_components}) if sweep else [int(n_components)]
+    if not ks:
+        raise ValueError("`n_components` is empty; pass an integer or a range such as `range(8, 31)`.")
+    upper = min(adata.shape)
+    for k in ks:
+        _assert_int_range("n_components", k, 1, upper)
+    if sweep:
+        _assert_int_range("n_replicates", n_replicates, 2)
+    _assert_choice("metric", metric, METRICS)
+    _assert_choice("init", init, ("nndsvd", "nndsvda"))
+    _assert_choice("dtype", dtype, ("float32", "float64"))
+    if compress is not None:
+        _assert_int_range("compress", compress, max(ks), upper)
+    _assert_nonnegative_finite(x, "The data" if layer is None else f"`adata.layers[{layer!r}]`")
+    _assert_no_empty_lines(x)
+    if connectivity_key in adata.obsp and adata.obsp[connectivity_key].shape != (adata.n_obs, adata.n_obs):
+        raise ValueError(f"`adata.obsp[{connectivity_key!r}]` has shape {adata.obsp[connectivity_key].shape}.")
+
+    # One copy in the working precision; sparse stays sparse.
+    np_dtype = np.float32 if dtype == "float32" else np.float64
+    x = x.astype(np_dtype) if sp.issparse(x) else np.ascontiguousarray(x, dtype=np_dtype)
+
+    table, compression_error = None, None
+    if sweep:
+        total = len(ks) * n_replicates * (2 if pca else 1)
+        with tqdm(total=total, desc="staNMF replicates", disable=settings.verbosity == 0) as bar:
+            result = stability_sweep(
+                x,
+                ks,
+                n_replicates=n_replicates,
+                metric=metric,
+                pca=pca,
+                random_state=random_state,
+                init=init,
+                tol=tol,
+                max_iter=max_iter,
+                compress=compress,
+                dtype=dtype,
+                device=device,
+                batch_size=batch_size,
+                n_jobs=n_jobs,
+                progress=bar.update,
+            )
+        table, compression_error = result.table, result.compression_error
+        curve = table[table["method"] == "nmf"]
+        k_best = int(curve["K"].to_numpy()[np.argmin(curve["mean"].to_numpy())])
+        logg.info(f"staNMF: K* = {k_best} (instability {curve['mean'].min():.4f})")
+    else:
+        k_best = ks[0]
+
+    op = DataOperator(x, dtype=dtype, device=device)
+    fit = nmf(None, k_best, init=init, tol=tol, max_iter=max_iter, operator=op)
+    w, h = fit.W[0], fit.H[0]
+    genes = pd.DataFrame(
+        {"reconstruction_pcc": reconstruction_pcc(op, w, h), "n_patterns": (h > 0).sum(axis=0)},
+        index=adata.var_names.copy(),
+    )
+    dictionaries = {"nmf": w}
+    if pca:
+        axes, _, mean = pca_dictionaries(op, np.ones((1, adata.n_vars)), k_best)
+        u, mu = axes[0], mean[0]
+        ut = torch.as_tensor(u, dtype=op.dtype)
+        coef = op.rmatmul(ut.T.contiguous()).double().numpy() - (u.T @ mu)[:, None]
+        genes["pca_reconstruction_pcc"] = reconstruction_pcc(op, u, coef, offset=mu)
+        dictionaries["pca"] = u
+    morans = _morans_i(adata, connectivity_key, dictionaries) if connectivity_key in adata.obsp else None
+
+    uns = {
+        "k": k_best,
+        "genes": genes,
+        "n_iter": int(fit.n_iter[0]),
+        "reconstruction_err": float(fit.reconstruction_err[0]),
+        "params": {
+            "n_components": ks,
+            "n_replicates": int(n_replicates) if sweep else 0,
+            "metric": metric,
+            "layer": layer if layer is not None else "X",
+            "init": init,
+            "tol": float(tol),
+            "max_iter": int(max_iter),
+            "compress": int(compress) if compress else 0,
+            "dtype": dtype,
+            "random_state": int(random_state),
+        },
+    }
+    if table is not None:
+        uns["instability"] = table
+    if compression_error is not None:
+        uns["compression_error"] = float(compression_error)
+    if morans is not None:
+        uns["morans_i"] = morans
+
+    target = adata.copy() if copy else adata
+    writes = [("obsm", f"X_{key_added}", w), ("varm", f"{key_added}_loadings", h.T.copy())]
+    if pca:
+        writes.append(("obsm", f"X_{key_added}_pca", dictionaries["pca"]))
+    writes.append(("uns", key_added, uns))
+    _save_results(target, writes, start)
+    return target if copy else None
