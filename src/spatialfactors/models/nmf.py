@@ -263,7 +263,7 @@ def nmf(
         h = h * (wb > 0).to(h.dtype)[:, None, :]
         err_op = exact if exact is not None else operator
         errs.append(torch.sqrt(_objective(err_op, wt, h, wb)).cpu().numpy())
-        ws.append(wt.transpose(1, 2).cpu().numpy())
+        ws.append(wt.transpose(1, 2).contiguous().cpu().numpy())
         hs.append(h.cpu().numpy())
         its.append(n_iter)
     return NMFResult(np.concatenate(ws), np.concatenate(hs), np.concatenate(its), np.concatenate(errs))

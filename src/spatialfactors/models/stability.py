@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 
 METRICS = ("hungarian", "amari")
@@ -28,9 +29,7 @@ METRICS = ("hungarian", "amari")
 
 def _standardise(d: np.ndarray, centered: bool = False) -> np.ndarray:
     """Scale each column to unit norm, after centring it if asked (zero columns stay zero)."""
-    d = np.asarray(d)
-    if d.dtype != np.float32:  # float32 dictionaries stay float32 (halves the memory of large sweeps)
-        d = d.astype(np.float64)
+    d = np.asarray(d, dtype=np.float64)
     if centered:
         d = d - d.mean(axis=-2, keepdims=True)
     norm = np.linalg.norm(d, axis=-2, keepdims=True)
@@ -148,13 +147,25 @@ def instability(
     """
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}.")
-    z = _standardise(np.stack([np.asarray(d) for d in dictionaries]), centered)
-    n_rep, _, k = z.shape
+    dictionaries = list(dictionaries)
+    n_rep = len(dictionaries)
     if n_rep < 2:
         raise ValueError(f"The instability needs at least 2 replicates, got {n_rep}.")
-    # All cross-correlations in one product: (N K) x (N K).
-    flat = z.transpose(1, 0, 2).reshape(z.shape[1], n_rep * k)
-    corr = (flat.T @ flat).astype(np.float64).reshape(n_rep, k, n_rep, k)
+    n, k = np.shape(dictionaries[0])
+    # Unit columns of all replicates side by side, standardised in float64 and stored in
+    # float32 (N K columns); the Gram matrix of all cross-correlations is accumulated in
+    # float64 over blocks of rows: dissimilarities near zero need 1 - C to full precision.
+    flat = torch.empty((n, n_rep * k), dtype=torch.float32)
+    for p, d in enumerate(dictionaries):
+        flat[:, p * k : (p + 1) * k] = torch.from_numpy(_standardise(np.asarray(d, dtype=np.float64), centered))
+    gram = torch.zeros((n_rep * k, n_rep * k), dtype=torch.float64)
+    for start in range(0, n, 8192):
+        block = flat[start : start + 8192].double()
+        gram += block.T @ block
+    # Renormalise by the float64 diagonal, so columns equal up to scale correlate exactly 1.
+    diag = torch.sqrt(torch.diagonal(gram))
+    gram = gram / torch.where(diag > 0, diag, 1.0)[:, None] / torch.where(diag > 0, diag, 1.0)[None, :]
+    corr = gram.numpy().reshape(n_rep, k, n_rep, k)
     if absolute:
         corr = np.abs(corr)
     pairwise = np.zeros((n_rep, n_rep))

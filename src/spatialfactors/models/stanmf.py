@@ -10,6 +10,7 @@ its resample depends only on ``(random_state, r)``, not on batching or workers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,13 +76,31 @@ class _Data:
         return CompressedOperator(t(self.q), t(self.b), t(self.col_sq_norms), t(self.col_sums), self.shape)
 
 
+@contextmanager
+def _one_thread():
+    """Run a task on one torch thread.
+
+    BLAS results then do not depend on how many threads or workers the sweep uses, so serial,
+    joblib and dask runs are bit-identical.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _nmf_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
-    res = nmf(None, k, weights=weights, operator=data.operator(), **data.kwargs)
+    with _one_thread():
+        res = nmf(None, k, weights=weights, operator=data.operator(), **data.kwargs)
     return res.W.astype(np.float32, copy=False)
 
 
 def _pca_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
-    return pca_dictionaries(data.operator(), weights, k, seed=data.kwargs.get("seed", 0))[0].astype(np.float32)
+    with _one_thread():
+        axes = pca_dictionaries(data.operator(), weights, k, seed=data.kwargs.get("seed", 0))[0]
+    return axes.astype(np.float32)
 
 
 @dataclass
@@ -129,7 +148,9 @@ def stability_sweep(
     init, tol, max_iter, compress, dtype, device, batch_size
         Passed to :func:`~spatialfactors.models.nmf.nmf`.
     n_jobs
-        joblib workers (``None``: one, or the active ``joblib.parallel_config``).
+        joblib workers; every task runs on one thread, so use as many workers as cores
+        (``None`` or ``-1``: all cores; under ``joblib.parallel_config(backend="dask")`` the
+        cluster's workers).
     progress
         Called with the number of replicates finished after every task.
 
@@ -182,7 +203,7 @@ def stability_sweep(
                 tasks.append(delayed(fn)(data, k, weights[start : start + batch_size]))
                 slots.append((method, k, min(batch_size, n_replicates - start)))
     rows, pending = [], {}
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    results = Parallel(n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator")(tasks)
     for (method, k, n_done), dicts in zip(slots, results, strict=True):
         pending.setdefault((method, k), []).append(dicts)
         if progress is not None:

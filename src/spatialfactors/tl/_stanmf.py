@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -126,8 +126,9 @@ def stanmf(
     random_state
         Seed of the bootstrap resamples; the same seed gives identical results.
     n_jobs
-        joblib workers for the replicates; under ``joblib.parallel_config(backend="dask")``
-        the sweep runs on a dask.distributed cluster.
+        joblib workers for the replicates, each on one thread (``None``: all cores); results
+        do not depend on it. Under ``joblib.parallel_config(backend="dask")`` the sweep runs on
+        a dask.distributed cluster.
     table_key
         Table of a SpatialData input.
     key_added
@@ -159,12 +160,15 @@ def stanmf(
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
     sweep = not isinstance(n_components, int | np.integer)
-    ks = sorted({int(k) for k in n_components}) if sweep else [int(n_components)]
+    if sweep and not isinstance(n_components, Iterable):
+        raise TypeError(f"`n_components` must be an integer or a sequence of integers, got {n_components!r}.")
+    ks = list(n_components) if sweep else [n_components]
     if not ks:
         raise ValueError("`n_components` is empty; pass an integer or a range such as `range(8, 31)`.")
     upper = min(adata.shape)
     for k in ks:
         _assert_int_range("n_components", k, 1, upper)
+    ks = sorted({int(k) for k in ks})
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
     _assert_choice("metric", metric, METRICS)

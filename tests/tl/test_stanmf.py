@@ -1,0 +1,195 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import squidpy as sq
+from scipy.optimize import linear_sum_assignment
+
+import spatialfactors as sf
+from spatialfactors.models.stability import cross_correlation
+
+SWEEP = {"n_components": range(2, 8), "n_replicates": 10}
+
+
+def _adata(x, coords):
+    adata = ad.AnnData(x.astype(np.float32), obsm={"spatial": coords})
+    adata.var_names = [f"g{j}" for j in range(x.shape[1])]
+    return adata
+
+
+@pytest.fixture(scope="module")
+def fitted(planted):
+    x, w, h, coords = planted
+    adata = _adata(x, coords)
+    sq.gr.spatial_neighbors_grid(adata, n_neighs=4)
+    sf.tl.stanmf(adata, **SWEEP, random_state=0)
+    return adata
+
+
+def test_instability_minimum_at_planted_k(fitted):
+    table = fitted.uns["stanmf"]["instability"]
+    nmf = table[table["method"] == "nmf"].set_index("K")
+    assert fitted.uns["stanmf"]["k"] == 4
+    assert nmf["mean"].idxmin() == 4
+    assert set(table.columns) == {"method", "K", "metric", "mean", "std", "n_replicates"}
+    assert (table["n_replicates"] == 10).all()
+    # The PCA comparator on the same bootstrap is less stable (paper, Fig. 1B).
+    pca = table[table["method"] == "pca"].set_index("K")
+    assert (pca["mean"] > nmf["mean"]).all()
+
+
+def test_recovers_planted_patterns(fitted, planted):
+    _, w_true, _, _ = planted
+    c = cross_correlation(fitted.obsm["X_stanmf"], w_true, centered=True)
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    assert c[rows, cols].min() > 0.95
+
+
+def test_outputs(fitted):
+    k = fitted.uns["stanmf"]["k"]
+    assert fitted.obsm["X_stanmf"].shape == (fitted.n_obs, k)
+    assert fitted.varm["stanmf_loadings"].shape == (fitted.n_vars, k)
+    assert fitted.obsm["X_stanmf_pca"].shape == (fitted.n_obs, k)
+    assert (fitted.obsm["X_stanmf"] >= 0).all() and (fitted.varm["stanmf_loadings"] >= 0).all()
+    genes = fitted.uns["stanmf"]["genes"]
+    assert list(genes.index) == list(fitted.var_names)
+    # Per-gene accuracy equals the direct correlation of each gene with its reconstruction.
+    recon = fitted.obsm["X_stanmf"] @ fitted.varm["stanmf_loadings"].T
+    direct = [np.corrcoef(fitted.X[:, j], recon[:, j])[0, 1] for j in range(5)]
+    np.testing.assert_allclose(genes["reconstruction_pcc"].to_numpy()[:5], direct, atol=1e-5)
+    assert genes["reconstruction_pcc"].mean() > 0.95
+    np.testing.assert_array_equal(genes["n_patterns"], (fitted.varm["stanmf_loadings"] > 0).sum(1))
+    assert fitted.uns["stanmf"]["params"]["n_components"] == list(range(2, 8))
+
+
+def test_morans_i_from_squidpy(fitted):
+    morans = fitted.uns["stanmf"]["morans_i"]
+    assert set(morans["method"]) == {"nmf", "pca"}
+    scratch = ad.AnnData(obs=pd.DataFrame(index=fitted.obs_names), obsm={"p": fitted.obsm["X_stanmf"]})
+    scratch.obsp["spatial_connectivities"] = fitted.obsp["spatial_connectivities"]
+    direct = sq.gr.spatial_autocorr(scratch, attr="obsm", layer="p", copy=True, show_progress_bar=False)
+    got = morans[morans["method"] == "nmf"].set_index("pattern")["morans_i"]
+    np.testing.assert_allclose(got.sort_index().to_numpy(), direct["I"].sort_index().to_numpy())
+    # Smooth planted patterns on a grid are strongly autocorrelated.
+    assert got.min() > 0.8
+
+
+def test_round_trip_h5ad(fitted, tmp_path):
+    fitted.write_h5ad(tmp_path / "a.h5ad")
+    back = ad.read_h5ad(tmp_path / "a.h5ad")
+    pd.testing.assert_frame_equal(back.uns["stanmf"]["instability"], fitted.uns["stanmf"]["instability"])
+
+
+def test_reproducible_and_seed_sensitive(planted):
+    x, _, _, coords = planted
+    runs = []
+    for seed in (1, 1, 2):
+        adata = _adata(x, coords)
+        sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=4, pca=False, random_state=seed)
+        runs.append(adata)
+    pd.testing.assert_frame_equal(runs[0].uns["stanmf"]["instability"], runs[1].uns["stanmf"]["instability"])
+    np.testing.assert_array_equal(runs[0].obsm["X_stanmf"], runs[1].obsm["X_stanmf"])
+    assert not np.array_equal(
+        runs[0].uns["stanmf"]["instability"]["mean"], runs[2].uns["stanmf"]["instability"]["mean"]
+    )
+
+
+def test_n_jobs_two_equals_serial(planted):
+    x, _, _, coords = planted
+    out = []
+    for n_jobs in (1, 2):
+        adata = _adata(x, coords)
+        sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=4, pca=False, n_jobs=n_jobs, batch_size=2)
+        out.append(adata.uns["stanmf"]["instability"])
+    pd.testing.assert_frame_equal(out[0], out[1])
+
+
+def test_dask_local_cluster_equals_serial(planted):
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_config
+
+    x, _, _, coords = planted
+    serial = _adata(x, coords)
+    sf.tl.stanmf(serial, n_components=[3, 4], n_replicates=4, pca=False, batch_size=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster), parallel_config(backend="dask"):
+            remote = _adata(x, coords)
+            sf.tl.stanmf(remote, n_components=[3, 4], n_replicates=4, pca=False, batch_size=2)
+    pd.testing.assert_frame_equal(serial.uns["stanmf"]["instability"], remote.uns["stanmf"]["instability"])
+    np.testing.assert_array_equal(serial.obsm["X_stanmf"], remote.obsm["X_stanmf"])
+
+
+def test_single_k_skips_the_sweep(planted):
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    sf.tl.stanmf(adata, n_components=4, pca=False)
+    assert adata.uns["stanmf"]["k"] == 4
+    assert "instability" not in adata.uns["stanmf"]
+    assert "morans_i" not in adata.uns["stanmf"]  # no spatial graph
+
+
+def test_sparse_layer_and_copy(planted):
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    adata.layers["counts"] = sp.csr_matrix(np.where(x > 0.005, x, 0).astype(np.float32))
+    before = adata.copy()
+    out = sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=3, layer="counts", copy=True)
+    assert isinstance(out, ad.AnnData) and "X_stanmf" in out.obsm
+    assert "X_stanmf" not in adata.obsm and "stanmf" not in adata.uns
+    np.testing.assert_array_equal(adata.X, before.X)
+    assert out.uns["stanmf"]["params"]["layer"] == "counts"
+
+
+def test_compressed_sweep_agrees(planted):
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    sf.tl.stanmf(adata, n_components=range(3, 6), n_replicates=6, pca=False, compress=40)
+    assert adata.uns["stanmf"]["k"] == 4
+    assert adata.uns["stanmf"]["compression_error"] < 0.05
+
+
+def test_key_added(planted):
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    sf.tl.stanmf(adata, n_components=3, pca=False, key_added="pp")
+    assert "X_pp" in adata.obsm and "pp_loadings" in adata.varm and "pp" in adata.uns
+
+
+def _assert_unchanged(a, b):
+    assert a.obs.equals(b.obs) and a.var.equals(b.var)
+    assert set(a.obsm) == set(b.obsm) and set(a.varm) == set(b.varm)
+    assert set(a.uns) == set(b.uns) and set(a.layers) == set(b.layers) and set(a.obsp) == set(b.obsp)
+    xa, xb = a.X, b.X
+    np.testing.assert_array_equal(xa, xb)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kwargs", "error", "match"),
+    [
+        (lambda x: x.__setitem__((0, 0), -1.0), {}, ValueError, "negative values"),
+        (lambda x: x.__setitem__((0, 0), np.nan), {}, ValueError, "NaN or infinite"),
+        (lambda x: x.__setitem__((0, 0), np.inf), {}, ValueError, "NaN or infinite"),
+        (lambda x: x.__setitem__((slice(None), 3), 0.0), {}, ValueError, "1 genes are zero in all obs"),
+        (lambda x: x.__setitem__((5, slice(None)), 0.0), {}, ValueError, "1 obs have no expression"),
+        (None, {"n_components": 500}, ValueError, "`n_components` must be at least 1 and at most 150"),
+        (None, {"n_components": [2, 0]}, ValueError, "`n_components` must be at least 1"),
+        (None, {"n_components": []}, ValueError, "`n_components` is empty"),
+        (None, {"n_components": [2, 3], "n_replicates": 1}, ValueError, "`n_replicates` must be at least 2"),
+        (None, {"n_components": [2, 3], "metric": "cosine"}, ValueError, "`metric` must be one of"),
+        (None, {"layer": "counts"}, KeyError, "Layer 'counts' not found"),
+        (None, {"n_components": 2.5}, TypeError, "`n_components` must be an integer"),
+        (None, {"dtype": "float16"}, ValueError, "`dtype` must be one of"),
+        (None, {"n_components": [3, 4], "compress": 2}, ValueError, "`compress` must be at least 4"),
+    ],
+)
+def test_bad_input_leaves_adata_unchanged(planted, mutate, kwargs, error, match):
+    x, _, _, coords = planted
+    adata = _adata(x.copy(), coords)
+    if mutate is not None:
+        mutate(adata.X)
+    before = adata.copy()
+    kwargs = {"n_components": 3, "n_replicates": 2, **kwargs}
+    with pytest.raises(error, match=match):
+        sf.tl.stanmf(adata, **kwargs)
+    _assert_unchanged(adata, before)
