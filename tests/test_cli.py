@@ -9,14 +9,19 @@ from spatialfactors.cli import main
 
 def test_demo_writes_h5ad_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--n-fovs", "2", "--n-cells", "120", "--n-genes", "40"]) == 0
+    args = ["demo", "-o", str(out), "--n-fovs", "2", "--n-cells", "120", "--n-genes", "40"]
+    assert main([*args, "--n-components", "3:6", "--replicates", "3"]) == 0
     printed = capsys.readouterr().out
-    for name in ("demo.h5ad", "cell_types.png", "true_metagenes.png", "true_proportions.png"):
+    names = ["demo.h5ad", "cell_types.png", "true_metagenes.png", "true_proportions.png"]
+    names += [f"stanmf_{n}.png" for n in ("patterns", "instability", "reconstruction", "patterns_per_gene", "morans_i")]
+    for name in names:
         path = out / name
         assert path.stat().st_size > 1000, name
         assert str(path) in printed
     adata = ad.read_h5ad(out / "demo.h5ad")
     assert adata.shape == (240, 40)
+    assert adata.uns["stanmf"]["k"] in (3, 4, 5)
+    assert adata.obsm["X_stanmf"].shape == (240, adata.uns["stanmf"]["k"])
     graph = adata.obsp["spatial_connectivities"]
     assert (graph != graph.T).nnz == 0
     # The graph is built per field of view: no edge joins two fields of view.
@@ -37,3 +42,26 @@ def test_unknown_command_fails():
     result = subprocess.run([sys.executable, "-m", "spatialfactors", "nope"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_stanmf_command(tmp_path, capsys):
+    import spatialfactors as sf
+
+    src = tmp_path / "in.h5ad"
+    sf.datasets.simulate_cortex(n_fovs=1, n_cells=150, n_genes=40).write_h5ad(src)
+    out = tmp_path / "out.h5ad"
+    figs = tmp_path / "figs"
+    argv = ["stanmf", str(src), "-o", str(out), "--n-components", "3,4", "--replicates", "3", "--figures", str(figs)]
+    assert main(argv) == 0
+    adata = ad.read_h5ad(out)
+    assert list(adata.uns["stanmf"]["params"]["n_components"]) == [3, 4]
+    assert (figs / "stanmf_instability.png").stat().st_size > 1000
+    assert "K* =" in capsys.readouterr().out
+
+
+def test_stanmf_command_rejects_bad_range(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-components", "a:b"])
+    assert "expected K, START:STOP" in capsys.readouterr().err

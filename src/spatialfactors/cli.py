@@ -1,4 +1,4 @@
-"""Command line: ``spatialfactors demo`` (also ``python -m spatialfactors demo``)."""
+"""Command line: ``spatialfactors demo`` and ``spatialfactors stanmf`` (also ``python -m spatialfactors``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,84 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def _parse_components(text: str) -> int | list[int]:
+    """``"11"`` -> 11, ``"8:31"`` -> 8..30, ``"8,10,12"`` -> [8, 10, 12]."""
+    try:
+        if ":" in text:
+            start, stop = (int(v) for v in text.split(":"))
+            return list(range(start, stop))
+        if "," in text:
+            return [int(v) for v in text.split(",")]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K, START:STOP or K1,K2,...; got {text!r}") from None
+
+
+def _stanmf_figures(adata, out: Path, key: str = "stanmf", library_key: str | None = None) -> list[Path]:
+    """Write the staNMF figures that the result supports; return their paths."""
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    figures = {"stanmf_patterns.png": lambda p: pl.patterns(adata, key, library_key=library_key, save=p, show=False)}
+    uns = adata.uns[key]
+    if "instability" in uns:
+        figures["stanmf_instability.png"] = lambda p: pl.instability(adata, key, save=p, show=False)
+    figures["stanmf_reconstruction.png"] = lambda p: pl.reconstruction(adata, key, save=p, show=False)
+    figures["stanmf_patterns_per_gene.png"] = lambda p: pl.patterns_per_gene(adata, key, save=p, show=False)
+    if "morans_i" in uns:
+        figures["stanmf_morans_i.png"] = lambda p: pl.morans_i(adata, key, save=p, show=False)
+    written = []
+    for name, draw in figures.items():
+        draw(out / name)
+        written.append(out / name)
+        plt.close("all")
+    return written
+
+
+def _stanmf(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import anndata as ad
+
+    from . import tl
+
+    adata = ad.read_h5ad(args.input)
+    t0 = time.perf_counter()
+    tl.stanmf(
+        adata,
+        n_components=args.n_components,
+        n_replicates=args.replicates,
+        metric=args.metric,
+        layer=args.layer,
+        pca=not args.no_pca,
+        compress=args.compress,
+        n_jobs=args.n_jobs,
+        random_state=args.seed,
+    )
+    print(f"staNMF: K* = {adata.uns['stanmf']['k']} ({time.perf_counter() - t0:.1f} s)")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(out)
+    written = [out]
+    if args.figures:
+        fig_dir = Path(args.figures)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        written += _stanmf_figures(adata, fig_dir, library_key=args.library_key)
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # the demo only writes files
     import squidpy as sq
 
-    from . import datasets, pl
+    from . import datasets, pl, tl
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +120,12 @@ def _demo(args: argparse.Namespace) -> int:
         path = out / name
         draw(path)
         written.append(path)
+
+    # staNMF: K by bootstrap instability, patterns, reconstruction accuracy, Moran's I.
+    tl.stanmf(adata, n_components=args.n_components, n_replicates=args.replicates, random_state=args.seed)
+    print(f"staNMF: K* = {adata.uns['stanmf']['k']} by bootstrap instability")
+    written += _stanmf_figures(adata, out, library_key="fov")
+
     h5ad = out / "demo.h5ad"
     adata.write_h5ad(h5ad)
     written.insert(0, h5ad)
@@ -70,7 +147,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-cells", type=int, default=500, help="cells per field of view (default: 500)")
     demo.add_argument("--n-genes", type=int, default=100, help="genes (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--n-components", type=_parse_components, default="8:17", help="staNMF K range (default: 8:17)")
+    demo.add_argument("--replicates", type=int, default=20, help="staNMF bootstrap replicates (default: 20)")
     demo.set_defaults(func=_demo)
+
+    st = sub.add_parser("stanmf", help="run sf.tl.stanmf on an .h5ad file")
+    st.add_argument("input", help="input .h5ad (obs x genes, non-negative)")
+    st.add_argument("-o", "--output", required=True, help="output .h5ad")
+    st.add_argument("--n-components", type=_parse_components, default="8:31", help="K, START:STOP or K1,K2 (8:31)")
+    st.add_argument("--replicates", type=int, default=100, help="bootstrap replicates per K (default: 100)")
+    st.add_argument("--metric", choices=["hungarian", "amari"], default="hungarian")
+    st.add_argument("--layer", default=None, help="layer to factorise instead of .X")
+    st.add_argument("--compress", type=int, default=None, help="rank of the compressed sweep (default: exact)")
+    st.add_argument("--no-pca", action="store_true", help="skip the PCA comparator")
+    st.add_argument("--n-jobs", type=int, default=None, help="joblib workers (default: all cores)")
+    st.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    st.add_argument("--figures", default=None, help="folder for the figures (default: none)")
+    st.add_argument("--library-key", default=None, help="field-of-view column for cell plots")
+    st.set_defaults(func=_stanmf)
     return parser
 
 

@@ -1,3 +1,5 @@
 """Readers and writers: Allen grids, structure ontology, volume <-> AnnData."""
 
-__all__: list[str] = []
+from ._volume import to_volume
+
+__all__ = ["to_volume"]

@@ -66,8 +66,9 @@ class DataOperator:
             self._x = aligned_tensor(X, self.dtype, self.device)
             self._xt = None
             self.sparse = False
-            sq = (self._x.double() ** 2).sum(0).cpu().numpy()
-            sums = self._x.double().sum(0).cpu().numpy()
+            # float64 accumulation without a float64 copy of X
+            sq = (torch.linalg.vector_norm(self._x, dim=0, dtype=torch.float64) ** 2).cpu().numpy()
+            sums = self._x.sum(0, dtype=torch.float64).cpu().numpy()
         #: Squared norm and sum of every column (float64, exact).
         self.col_sq_norms = torch.as_tensor(sq, dtype=torch.float64, device=self.device)
         self.col_sums = torch.as_tensor(sums, dtype=torch.float64, device=self.device)
@@ -81,6 +82,12 @@ class DataOperator:
         if self.sparse:
             return (self._xt @ m.T).T
         return m @ self._x
+
+    def times_xt(self, m: torch.Tensor) -> torch.Tensor:
+        """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs)."""
+        if self.sparse:
+            return (self._x @ m.T).T.contiguous()
+        return m @ self._x.T
 
     def compress(self, rank: int, *, n_power_iter: int = 4, seed: int = 0) -> CompressedOperator:
         """Return ``X ~ Q B`` with ``Q`` (n_obs x rank) orthonormal, by a randomised range finder."""
@@ -111,6 +118,10 @@ class CompressedOperator:
     def rmatmul(self, m: torch.Tensor) -> torch.Tensor:
         """``(m Q) B``."""
         return (m @ self.q) @ self.b
+
+    def times_xt(self, m: torch.Tensor) -> torch.Tensor:
+        """``(m B^T) Q^T``."""
+        return (m @ self.b.T) @ self.q.T
 
     def relative_error(self, exact: DataOperator) -> float:
         """``||X - Q B||_F / ||X||_F``, computed without forming ``Q B``."""

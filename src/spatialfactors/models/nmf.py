@@ -117,18 +117,23 @@ def _hals_sweep(
     Minimises ``0.5 tr(a^T gram a) - tr(a^T cross)`` one row (component) at a time, exactly
     scikit-learn's ``_update_cdnmf_fast`` without shuffling, vectorised over the entries of
     a row and over replicates. ``a``: (R, K, m), ``gram``: (R, K, K), ``cross``: (R, K, m),
-    ``col_weight``: (R, m) or None. Rows are contiguous so every step streams memory.
+    ``col_weight``: (R, m) or None. Rows are contiguous and the steps are fused, so a row
+    update streams its memory a few times only.
     """
     violation = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+    hess = torch.diagonal(gram, dim1=1, dim2=2)[:, :, None]  # (R, K, 1)
+    positive = bool((hess > 0).all())
     for t in range(a.shape[1]):
-        grad = torch.bmm(gram[:, t : t + 1, :], a)[:, 0, :] - cross[:, t, :]
         at = a[:, t, :]
-        pg = torch.where(at == 0, grad.clamp_max(0), grad).abs()
+        # grad = gram[t] a - cross[t], as one fused product.
+        grad = torch.baddbmm(cross[:, t : t + 1, :], gram[:, t : t + 1, :], a, beta=-1)[:, 0, :]
+        # Projected gradient: grad where a > 0, min(grad, 0) where a = 0 (a is never negative).
+        pg = torch.where(at > 0, grad, grad.clamp_max(0)).abs_()
         if col_weight is not None:
-            pg = pg * col_weight
+            pg.mul_(col_weight)
         violation += pg.sum(1, dtype=torch.float64)
-        hess = gram[:, t, t][:, None]
-        a[:, t, :] = torch.where(hess != 0, (at - grad / hess).clamp_min(0), at)
+        new = torch.addcdiv(at, grad, hess[:, t], value=-1).clamp_min_(0)
+        a[:, t, :] = new if positive else torch.where(hess[:, t] != 0, new, at)
     return violation
 
 
@@ -159,7 +164,7 @@ def _fit_batch(op, weights, w, h, *, tol, max_iter):
         ra = wa.shape[0]
         # W step: gram = H C H^T, cross = H C X^T (all replicates in one product with X).
         hc = ha * ca[:, None, :]
-        cross = op.matmul(hc.permute(2, 0, 1).reshape(-1, ra * k)).reshape(n, ra, k).permute(1, 2, 0).contiguous()
+        cross = op.times_xt(hc.reshape(ra * k, -1)).reshape(ra, k, n)
         violation = _hals_sweep(wa, hc @ ha.transpose(1, 2), cross, None)
         # H step: gram = W^T W, cross = W^T X; copies of a column count c_j times.
         cross = op.rmatmul(wa.reshape(ra * k, n)).reshape(ra, k, -1)

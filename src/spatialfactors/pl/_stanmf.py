@@ -1,0 +1,336 @@
+"""Figures of the staNMF analysis (Cahill et al. 2024, Fig. 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from spatialfactors.io._volume import _grid, to_volume
+from spatialfactors.pl._base import _finish, _new_axes, _new_grid
+from spatialfactors.pl._metagenes import metagenes
+
+#: Projection planes of an (AP, DV, ML) volume: the axis projected away and the image axes.
+PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
+
+
+def _result(adata: AnnData, key: str, entry: str | None = None):
+    if key not in adata.uns or f"X_{key}" not in adata.obsm:
+        raise KeyError(f"No staNMF result under key {key!r}; run `sf.tl.stanmf(adata, key_added={key!r})` first.")
+    uns = adata.uns[key]
+    if entry is not None and entry not in uns:
+        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by a `sf.tl.stanmf` sweep.")
+    return uns if entry is None else uns[entry]
+
+
+def instability(
+    adata: AnnData,
+    key: str = "stanmf",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: float | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | None:
+    """Instability against K with error bars, staNMF and PCA, with K* marked (Fig. 1B).
+
+    Parameters
+    ----------
+    adata
+        Annotated data after :func:`spatialfactors.tl.stanmf` with a sweep over K.
+    key
+        ``key_added`` of the staNMF run.
+    ax
+        Axes to draw into.
+    figsize, dpi
+        Figure size and resolution when ``ax`` is not given.
+    show, save, return_fig
+        As in scanpy.
+
+    Returns
+    -------
+    The figure, the axes, or None (see ``show`` and ``return_fig``).
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sf.tl.stanmf(adata, n_components=range(5, 8), n_replicates=4)
+    >>> ax = sf.pl.instability(adata, show=False)
+    """
+    table = _result(adata, key, "instability")
+    fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
+    labels = {"nmf": "staNMF", "pca": "PCA"}
+    for method, sub in table.groupby("method", sort=False):
+        sub = sub.sort_values("K")
+        ax.errorbar(sub["K"], sub["mean"], yerr=sub["std"], marker="o", ms=3, capsize=2, label=labels.get(method))
+    k = adata.uns[key]["k"]
+    best = table[(table["method"] == "nmf") & (table["K"] == k)]["mean"].iloc[0]
+    ax.axvline(k, color="0.6", ls="--", lw=0.8)
+    ax.annotate(f"K* = {k}", (k, best), xytext=(5, 10), textcoords="offset points")
+    ax.set_xlabel("K (number of patterns)")
+    ax.set_ylabel(f"instability ({table['metric'].iloc[0]})")
+    ax.legend(frameon=False)
+    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def patterns(
+    adata: AnnData,
+    key: str = "stanmf",
+    *,
+    components: Sequence[int] | None = None,
+    planes: Sequence[str] = ("coronal", "sagittal", "horizontal"),
+    library_key: str | None = None,
+    cmap: str = "magma",
+    figsize: tuple[float, float] | None = None,
+    dpi: float | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | list | None:
+    """Principal patterns in space: 3D maximum projections for voxels, a scatter for cells (Fig. 1C).
+
+    For voxel data (``.uns['aba']`` holds the grid), every pattern is placed into the volume
+    and projected by its maximum onto the coronal, sagittal and horizontal planes, one row per
+    pattern. For cells, this is :func:`spatialfactors.pl.metagenes` on ``.obsm['X_{key}']``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data after :func:`spatialfactors.tl.stanmf`.
+    key
+        ``key_added`` of the staNMF run (patterns in ``.obsm['X_{key}']``).
+    components
+        Patterns to draw; all by default.
+    planes
+        Projection planes for voxel data.
+    library_key
+        Field of view column for cells.
+    cmap
+        Colour map.
+    figsize, dpi
+        Figure size and resolution.
+    show, save, return_fig
+        As in scanpy.
+
+    Returns
+    -------
+    The figure, the grid of axes, or None (see ``show`` and ``return_fig``).
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sf.tl.stanmf(adata, n_components=4, pca=False)
+    >>> fig = sf.pl.patterns(adata, components=[0, 1], return_fig=True)
+    """
+    _result(adata, key)
+    basis = f"X_{key}"
+    if "aba" not in adata.uns:
+        return metagenes(
+            adata,
+            basis,
+            components=components,
+            library_key=library_key,
+            cmap=cmap,
+            figsize=figsize,
+            dpi=dpi,
+            show=show,
+            save=save,
+            return_fig=return_fig,
+        )
+    unknown = [p for p in planes if p not in PLANES]
+    if unknown:
+        raise ValueError(f"Unknown planes {unknown}; choose from {list(PLANES)}.")
+    n_patterns = adata.obsm[basis].shape[1]
+    components = list(range(n_patterns)) if components is None else list(components)
+    bad = [c for c in components if not 0 <= c < n_patterns]
+    if bad:
+        raise ValueError(f"`components` {bad} out of range for {n_patterns} patterns.")
+    _grid(adata)
+    fig, axes = _new_grid(len(components), len(planes), panel_size=(2.4, 1.8), figsize=figsize, dpi=dpi)
+    for row, c in enumerate(components):
+        vol = to_volume(adata, c, basis=basis)
+        for col, plane in enumerate(planes):
+            image = np.nanmax(np.where(np.isnan(vol), -np.inf, vol), axis=PLANES[plane])
+            image = np.where(np.isinf(image), np.nan, image)
+            if plane == "coronal":  # DV x ML: dorsal up
+                shown = image
+            else:  # sagittal: AP x DV -> DV rows, AP columns; horizontal: AP x ML -> ML rows, AP columns
+                shown = image.T
+            axes[row][col].imshow(shown, cmap=cmap, interpolation="nearest")
+            axes[row][col].set_xticks([])
+            axes[row][col].set_yticks([])
+            if row == 0:
+                axes[row][col].set_title(plane, fontsize=9)
+        axes[row][0].set_ylabel(f"PP {c + 1}")
+    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+
+
+def reconstruction(
+    adata: AnnData,
+    key: str = "stanmf",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: float | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | None:
+    """Per-gene reconstruction accuracy, staNMF against PCA (Fig. 1F).
+
+    Each point is a gene; its coordinates are the Pearson correlations between the gene's
+    measured profile and its reconstruction by PCA (x) and staNMF (y). Without a PCA result,
+    a histogram of the staNMF accuracies.
+
+    Parameters
+    ----------
+    adata
+        Annotated data after :func:`spatialfactors.tl.stanmf`.
+    key
+        ``key_added`` of the staNMF run.
+    ax
+        Axes to draw into.
+    figsize, dpi
+        Figure size and resolution when ``ax`` is not given.
+    show, save, return_fig
+        As in scanpy.
+
+    Returns
+    -------
+    The figure, the axes, or None (see ``show`` and ``return_fig``).
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sf.tl.stanmf(adata, n_components=5)
+    >>> ax = sf.pl.reconstruction(adata, show=False)
+    """
+    genes = _result(adata, key, "genes")
+    fig, ax = _new_axes(ax, figsize=figsize or (3.6, 3.4), dpi=dpi)
+    nmf = genes["reconstruction_pcc"].to_numpy()
+    if "pca_reconstruction_pcc" in genes:
+        pca = genes["pca_reconstruction_pcc"].to_numpy()
+        ax.scatter(pca, nmf, s=6, alpha=0.6, linewidths=0)
+        low = min(np.nanmin(pca), np.nanmin(nmf), 0)
+        ax.plot([low, 1], [low, 1], color="0.5", lw=0.8, ls="--")
+        ax.set_xlabel(f"PCA reconstruction PCC (mean {np.nanmean(pca):.2f})")
+        ax.set_ylabel(f"staNMF reconstruction PCC (mean {np.nanmean(nmf):.2f})")
+    else:
+        ax.hist(nmf, bins=30)
+        ax.set_xlabel("staNMF reconstruction PCC")
+        ax.set_ylabel("genes")
+    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def patterns_per_gene(
+    adata: AnnData,
+    key: str = "stanmf",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: float | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | None:
+    """Plot how many patterns have a non-zero coefficient in each gene's reconstruction (Fig. 1E).
+
+    Parameters
+    ----------
+    adata
+        Annotated data after :func:`spatialfactors.tl.stanmf`.
+    key
+        ``key_added`` of the staNMF run.
+    ax
+        Axes to draw into.
+    figsize, dpi
+        Figure size and resolution when ``ax`` is not given.
+    show, save, return_fig
+        As in scanpy.
+
+    Returns
+    -------
+    The figure, the axes, or None (see ``show`` and ``return_fig``).
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sf.tl.stanmf(adata, n_components=5, pca=False)
+    >>> ax = sf.pl.patterns_per_gene(adata, show=False)
+    """
+    genes = _result(adata, key, "genes")
+    k = adata.uns[key]["k"]
+    counts = np.bincount(genes["n_patterns"].to_numpy().astype(int), minlength=k + 1)[1:]
+    fig, ax = _new_axes(ax, figsize=figsize or (3.8, 3.0), dpi=dpi)
+    ax.bar(np.arange(1, k + 1), counts)
+    ax.set_xticks(np.arange(1, k + 1))
+    ax.set_xlabel("patterns used by a gene")
+    ax.set_ylabel("genes")
+    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+
+
+def morans_i(
+    adata: AnnData,
+    key: str = "stanmf",
+    *,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: float | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | Axes | None:
+    """Moran's I of the patterns, staNMF against PCA (Fig. 1D).
+
+    Parameters
+    ----------
+    adata
+        Annotated data after :func:`spatialfactors.tl.stanmf` with a spatial graph.
+    key
+        ``key_added`` of the staNMF run.
+    ax
+        Axes to draw into.
+    figsize, dpi
+        Figure size and resolution when ``ax`` is not given.
+    show, save, return_fig
+        As in scanpy.
+
+    Returns
+    -------
+    The figure, the axes, or None (see ``show`` and ``return_fig``).
+
+    Examples
+    --------
+    >>> import squidpy as sq
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sq.gr.spatial_neighbors_delaunay(adata)  # doctest: +ELLIPSIS
+    >>> sf.tl.stanmf(adata, n_components=5)
+    >>> ax = sf.pl.morans_i(adata, show=False)
+    """
+    try:
+        table = _result(adata, key, "morans_i")
+    except KeyError as err:
+        raise KeyError(
+            f"{err.args[0]} Moran's I needs a spatial graph: run `sq.gr.spatial_neighbors_delaunay(adata)` "
+            "(or another squidpy builder) before `sf.tl.stanmf`."
+        ) from None
+    table = pd.DataFrame(table).replace({"method": {"nmf": "staNMF", "pca": "PCA"}})
+    fig, ax = _new_axes(ax, figsize=figsize or (3.2, 3.2), dpi=dpi)
+    sns.boxplot(data=table, x="method", y="morans_i", ax=ax, color="0.85", fliersize=0)
+    sns.stripplot(data=table, x="method", y="morans_i", ax=ax, size=4, color="C0")
+    ax.set_xlabel("")
+    ax.set_ylabel("Moran's I of a pattern")
+    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
