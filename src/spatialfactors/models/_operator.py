@@ -66,9 +66,14 @@ class DataOperator:
             self._x = aligned_tensor(X, self.dtype, self.device)
             self._xt = None
             self.sparse = False
-            # float64 accumulation without a float64 copy of X
-            sq = (torch.linalg.vector_norm(self._x, dim=0, dtype=torch.float64) ** 2).cpu().numpy()
-            sums = self._x.sum(0, dtype=torch.float64).cpu().numpy()
+            # Accumulated in float64 over blocks of rows: no full-size float64 copy of X.
+            sq = torch.zeros(self.shape[1], dtype=torch.float64, device=self.device)
+            sums = torch.zeros(self.shape[1], dtype=torch.float64, device=self.device)
+            for start in range(0, self.shape[0], 4096):
+                block = self._x[start : start + 4096].double()
+                sq += (block * block).sum(0)
+                sums += block.sum(0)
+            sq, sums = sq.cpu().numpy(), sums.cpu().numpy()
         #: Squared norm and sum of every column (float64, exact).
         self.col_sq_norms = torch.as_tensor(sq, dtype=torch.float64, device=self.device)
         self.col_sums = torch.as_tensor(sums, dtype=torch.float64, device=self.device)
