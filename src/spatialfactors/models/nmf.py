@@ -119,7 +119,7 @@ def _hals_rows(a, gram, cross, weight, violation):  # pragma: no cover - compile
     the inner loops run over contiguous entries (SIMD). Same updates as the torch path.
     """
     n_rep, k, m = a.shape
-    chunk = 512
+    chunk = 128  # entries per block: K rows of 128 floats stay in L1 (measured best of 64..2048)
     buf = np.empty(chunk, dtype=a.dtype)
     for r in range(n_rep):
         total = 0.0
