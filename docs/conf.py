@@ -54,6 +54,9 @@ html_theme_options = {
 }
 
 nitpicky = True
+# Private helper types (e.g. the data operators of spatialfactors.models._operator) appear in
+# signatures of the engines but are not part of the documented API.
+nitpick_ignore_regex = [(r"py:.*", r"spatialfactors\.models\._.*")]
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", None),
     "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
@@ -67,7 +70,7 @@ intersphinx_mapping = {
 # without the network skips intersphinx and only checks the links within this package.
 if not (os.environ.get("READTHEDOCS") or os.environ.get("SPATIALFACTORS_DOCS_ONLINE")):
     intersphinx_mapping = {}
-    nitpick_ignore_regex = [(r"py:.*", r"(?!spatialfactors\b).*")]
+    nitpick_ignore_regex.append((r"py:.*", r"(?!spatialfactors\b).*"))
 
 # Generated API pages are rebuilt from the docstrings every time.
 shutil.rmtree(os.path.join(os.path.dirname(__file__), "generated"), ignore_errors=True)

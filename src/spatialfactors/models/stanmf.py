@@ -105,7 +105,15 @@ def _pca_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SweepResult:
-    """Instability table of a sweep (one row per method and K) and the compression error."""
+    """Result of :func:`stability_sweep`.
+
+    Attributes
+    ----------
+    table
+        Instability per method and K (columns ``method, K, metric, mean, std, n_replicates``).
+    compression_error
+        ``||X - Q B||_F / ||X||_F`` of the compressed sweep, or None for an exact sweep.
+    """
 
     table: pd.DataFrame
     compression_error: float | None

@@ -88,7 +88,7 @@ def stanmf(
     bootstrap replicates resample the genes with replacement; the instability
     ``gamma(K) = 2 / (N (N-1)) sum_{p<q} dsim(D_p, D_q)`` compares their dictionaries by
     Hungarian matching or by the Amari-type error of their cross-correlation
-    (:mod:`spatialfactors.models.stability`). ``K* = argmin gamma(K)`` is then fitted on the
+    (:func:`spatialfactors.models.stability.instability`). ``K* = argmin gamma(K)`` is then fitted on the
     full data.
 
     Parameters
