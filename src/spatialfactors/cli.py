@@ -83,7 +83,12 @@ def _demo(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # the demo only writes files
+    import warnings
+
     import squidpy as sq
+
+    # squidpy warns when it draws graph edges without a colour map; nothing to act on here.
+    warnings.filterwarnings("ignore", message="No data for colormapping", category=UserWarning)
 
     from . import datasets, pl, tl
 
