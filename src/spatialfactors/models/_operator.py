@@ -128,6 +128,19 @@ class CompressedOperator:
         """``(m B^T) Q^T``."""
         return (m @ self.b.T) @ self.q.T
 
+    def ordered(self) -> CompressedOperator:
+        """Return the same ``Q B`` in the basis of the singular vectors of ``B`` (largest first).
+
+        Then ``Q[:, :l] B[:l]`` is the best rank-``l`` approximation within ``range(Q)``.
+        """
+        u, s, vt = torch.linalg.svd(self.b, full_matrices=False)
+        return CompressedOperator(self.q @ u, s[:, None] * vt, self.col_sq_norms, self.col_sums, self.shape)
+
+    def truncate(self, rank: int) -> CompressedOperator:
+        """Keep the first ``rank`` basis vectors (meaningful after :meth:`ordered`)."""
+        q, b = self.q[:, :rank].contiguous(), self.b[:rank].contiguous()
+        return CompressedOperator(q, b, self.col_sq_norms, self.col_sums, self.shape)
+
     def relative_error(self, exact: DataOperator) -> float:
         """``||X - Q B||_F / ||X||_F``, computed without forming ``Q B``."""
         total = float(exact.col_sq_norms.sum())

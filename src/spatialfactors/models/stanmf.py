@@ -91,6 +91,25 @@ def _one_thread():
         torch.set_num_threads(previous)
 
 
+#: Rank of the compression used for K components: K + this, at most ``compress``.
+COMPRESS_OVERSAMPLE = 20
+
+
+def _compressed_data(comp: CompressedOperator, k: int, kwargs: dict, dtype: str, device: str) -> _Data:
+    """Task data for K components: the leading ``min(rank, K + 20)`` directions of an ordered compression."""
+    part = comp.truncate(min(comp.q.shape[1], k + COMPRESS_OVERSAMPLE))
+    return _Data(
+        q=part.q.cpu().numpy(),
+        b=part.b.cpu().numpy(),
+        col_sq_norms=part.col_sq_norms.cpu().numpy(),
+        col_sums=part.col_sums.cpu().numpy(),
+        shape=part.shape,
+        dtype=dtype,
+        device=device,
+        kwargs=kwargs,
+    )
+
+
 def _nmf_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
     with _one_thread():
         res = nmf(None, k, weights=weights, operator=data.operator(), **data.kwargs)
@@ -153,8 +172,11 @@ def stability_sweep(
         Also compute the PCA comparator's instability on the same resamples.
     random_state
         Seed of the resamples.
-    init, tol, max_iter, compress, dtype, device, batch_size
+    init, tol, max_iter, dtype, device, batch_size
         Passed to :func:`~spatialfactors.models.nmf.nmf`.
+    compress
+        Rank of one randomised compression ``X ~ Q B`` shared by the sweep; K components use
+        its leading ``min(compress, K + 20)`` singular directions. ``None``: exact products.
     n_jobs
         joblib workers; every task runs on one thread, so use as many workers as cores
         (``None`` or ``-1``: all cores; under ``joblib.parallel_config(backend="dask")`` the
@@ -164,7 +186,8 @@ def stability_sweep(
 
     Returns
     -------
-    The instability table (columns ``method, K, metric, mean, std, n_replicates``).
+    The instability table (columns ``method, K, metric, mean, std, n_replicates``, and
+    ``compression_error`` of the rank used for each K when compressed).
 
     Examples
     --------
@@ -179,36 +202,32 @@ def stability_sweep(
     weights = bootstrap_weights(X.shape[1], n_replicates, random_state)
     seed = 0
     kwargs = {"init": init, "tol": tol, "max_iter": max_iter, "dtype": dtype, "device": device, "seed": seed}
-    data = _Data(x=X, shape=tuple(X.shape), dtype=dtype, device=device, kwargs=kwargs)
-    compression_error = None
+    data = {k: _Data(x=X, shape=tuple(X.shape), dtype=dtype, device=device, kwargs=kwargs) for k in ks}
+    compression_error, errors = None, {}
     if compress:
+        # One compression for the whole sweep, in the singular basis of B, so that K components
+        # use its leading K + 20 directions (products cost in proportion to that rank).
         exact = DataOperator(X, dtype=dtype, device=device)
-        comp = exact.compress(compress, seed=seed)
+        comp = exact.compress(compress, seed=seed).ordered()
         compression_error = comp.relative_error(exact)
-        data = _Data(
-            q=comp.q.cpu().numpy(),
-            b=comp.b.cpu().numpy(),
-            col_sq_norms=comp.col_sq_norms.cpu().numpy(),
-            col_sums=comp.col_sums.cpu().numpy(),
-            shape=comp.shape,
-            dtype=dtype,
-            device=device,
-            kwargs=kwargs,
-        )
+        for k in ks:
+            part = comp.truncate(min(compress, k + COMPRESS_OVERSAMPLE))
+            errors[k] = part.relative_error(exact)
+            data[k] = _compressed_data(comp, k, kwargs, dtype, device)
         del exact, comp
     if batch_size is None:
         itemsize = 4 if dtype == "float32" else 8
         n, g = X.shape
         budget = max(256 * 2**20, n * g * itemsize // 2)
         batch_size = int(max(1, min(n_replicates, budget // (4 * (n + g) * max(ks) * itemsize))))
-    data.kwargs["batch_size"] = batch_size
+    kwargs["batch_size"] = batch_size
 
     methods = [("nmf", _nmf_task)] + ([("pca", _pca_task)] if pca else [])
     tasks, slots = [], []
     for method, fn in methods:
         for k in ks:
             for start in range(0, n_replicates, batch_size):
-                tasks.append(delayed(fn)(data, k, weights[start : start + batch_size]))
+                tasks.append(delayed(fn)(data[k], k, weights[start : start + batch_size]))
                 slots.append((method, k, min(batch_size, n_replicates - start)))
     rows, pending = [], {}
     results = Parallel(n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator")(tasks)
@@ -229,4 +248,6 @@ def stability_sweep(
                     "n_replicates": n_replicates,
                 }
             )
+            if compress:
+                rows[-1]["compression_error"] = errors[k]
     return SweepResult(pd.DataFrame(rows), compression_error)

@@ -112,8 +112,10 @@ def stanmf(
         Stopping rule of the coordinate-descent solver (the paper: 1e-4 and 200).
     compress
         Rank of a randomised compression of the obs side, ``X ~ Q B``, shared by all
-        replicates of the sweep (compressed NMF; much faster on atlas-sized data). The
-        final fit is always on the exact data. ``None`` sweeps on the exact data.
+        replicates of the sweep (compressed NMF; much faster on atlas-sized data); K
+        components use its leading ``min(compress, K + 20)`` singular directions, and the
+        instability table gets each K's ``compression_error``. The final fit is always on
+        the exact data. ``None`` sweeps on the exact data.
     dtype
         Working precision of the solver.
     device
