@@ -135,13 +135,14 @@ def _measure(task: str, args: dict) -> dict:
         out["compress_seconds"] = 0.0
         if args.get("compress"):
             from spatialfactors.models._operator import DataOperator
-            from spatialfactors.models.stanmf import _compressed_data
+            from spatialfactors.models.stanmf import COMPRESS_OVERSAMPLE, _compressed_data
 
             exact = DataOperator(x, dtype="float32")
             comp = exact.compress(args["compress"]).ordered()
-            data = _compressed_data(comp, args["k"], kwargs, "float32", "cpu")
-            out["compression_error"] = comp.truncate(data.q.shape[1]).relative_error(exact)
-            out["rank"] = data.q.shape[1]
+            part = comp.truncate(min(args["compress"], args["k"] + COMPRESS_OVERSAMPLE))
+            data = _compressed_data(part, kwargs, "float32", "cpu")
+            out["compression_error"] = part.relative_error(exact)
+            out["rank"] = part.q.shape[1]
             del exact
             out["compress_seconds"] = time.perf_counter() - t0
         else:

@@ -95,12 +95,14 @@ def test_reproducible_and_seed_sensitive(planted):
     )
 
 
-def test_n_jobs_two_equals_serial(planted):
+@pytest.mark.parametrize("compress", [None, 30])
+def test_n_jobs_two_equals_serial(planted, compress):
     x, _, _, coords = planted
     out = []
     for n_jobs in (1, 2):
         adata = _adata(x, coords)
-        sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=4, pca=False, n_jobs=n_jobs, batch_size=2)
+        kwargs = {"n_replicates": 4, "pca": False, "n_jobs": n_jobs, "batch_size": 2, "compress": compress}
+        sf.tl.stanmf(adata, n_components=[3, 4], **kwargs)
         out.append(adata.uns["stanmf"]["instability"])
     pd.testing.assert_frame_equal(out[0], out[1])
 

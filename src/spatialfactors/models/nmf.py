@@ -188,6 +188,13 @@ def _objective(op, wt: torch.Tensor, h: torch.Tensor, weights: torch.Tensor) -> 
     return (norm - 2 * cross + quad).clamp_min(0)
 
 
+def default_batch_size(n_obs: int, n_vars: int, n_components: int, n_replicates: int, itemsize: int) -> int:
+    """Replicates to solve together: their factors and products take about half the size of X (>= 256 MB)."""
+    budget = max(256 * 2**20, n_obs * n_vars * itemsize // 2)
+    per_replicate = 4 * (n_obs + n_vars) * n_components * itemsize
+    return int(max(1, min(n_replicates, budget // per_replicate)))
+
+
 def _fit_batch(op, weights, w, h, *, tol, max_iter):
     """Coordinate descent for a batch with per-replicate stopping; returns (W^T, H, n_iter).
 
@@ -263,7 +270,7 @@ def nmf(
     device
         Torch device, e.g. ``"cuda"``.
     batch_size
-        Replicates solved together; by default as many as fit in about the size of ``X``.
+        Replicates solved together; by default as many as fit in about half the size of ``X``.
     seed
         Seed of the randomised SVD and compression (the start is otherwise fixed).
     operator
@@ -295,10 +302,7 @@ def nmf(
     weights_t = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=operator.device)
     r = weights_t.shape[0]
     if batch_size is None:
-        itemsize = torch.finfo(operator.dtype).bits // 8
-        per_replicate = 4 * (n + g) * n_components * itemsize
-        budget = max(256 * 2**20, n * g * itemsize)
-        batch_size = int(max(1, min(r, budget // per_replicate)))
+        batch_size = default_batch_size(n, g, n_components, r, torch.finfo(operator.dtype).bits // 8)
     ws, hs, its, errs = [], [], [], []
     for start in range(0, r, batch_size):
         wb = weights_t[start : start + batch_size]

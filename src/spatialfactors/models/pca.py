@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ._svd import weighted_svd
+from .reconstruction import reconstruction_pcc
 
 
 def weighted_mean(op, weights: torch.Tensor) -> torch.Tensor:
@@ -54,3 +55,35 @@ def pca_dictionaries(op, weights, n_components: int, *, seed: int = 0) -> tuple[
     idx = u.abs().argmax(dim=1, keepdim=True)
     u = u * torch.sign(torch.gather(u, 1, idx))
     return u.cpu().numpy(), s.cpu().numpy(), mean.cpu().numpy()
+
+
+def pca_reconstruction_pcc(op, axes: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per-column PCC between ``X`` and its PCA reconstruction ``mean + U U^T (x_j - mean)``.
+
+    Parameters
+    ----------
+    op
+        Data operator of ``X`` (n_obs x n_vars).
+    axes
+        Principal axes ``U`` (n_obs x K), orthonormal columns.
+    mean
+        The mean column removed before the PCA (n_obs).
+
+    Returns
+    -------
+    PCC per column of ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models._operator import DataOperator
+    >>> from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
+    >>> X = np.random.default_rng(0).random((30, 20))
+    >>> op = DataOperator(X, dtype="float64")
+    >>> axes, _, mean = pca_dictionaries(op, np.ones((1, 20)), 19)
+    >>> bool(np.allclose(pca_reconstruction_pcc(op, axes[0], mean[0]), 1.0))
+    True
+    """
+    u = torch.as_tensor(np.asarray(axes), dtype=op.dtype, device=op.device)
+    coef = op.rmatmul(u.T.contiguous()).double().cpu().numpy() - (np.asarray(axes).T @ mean)[:, None]
+    return reconstruction_pcc(op, axes, coef, offset=mean)

@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from joblib import Parallel, delayed
 
-from ._operator import CompressedOperator, DataOperator
-from .nmf import nmf
+from ._operator import CompressedOperator, DataOperator, aligned_tensor, resolve_dtype
+from .nmf import default_batch_size, nmf
 from .pca import pca_dictionaries
 from .stability import instability
 
@@ -72,8 +72,11 @@ class _Data:
     def operator(self):
         if self.q is None:
             return DataOperator(self.x, dtype=self.dtype, device=self.device)
-        t = lambda a: torch.as_tensor(a, device=self.device)
-        return CompressedOperator(t(self.q), t(self.b), t(self.col_sq_norms), t(self.col_sums), self.shape)
+        # Aligned buffers: arrays unpickled in a worker would otherwise change MKL's results.
+        dtype = resolve_dtype(self.dtype)
+        q, b = (aligned_tensor(a, dtype, self.device) for a in (self.q, self.b))
+        norms, sums = (aligned_tensor(a, torch.float64, self.device) for a in (self.col_sq_norms, self.col_sums))
+        return CompressedOperator(q, b, norms, sums, self.shape)
 
 
 @contextmanager
@@ -95,9 +98,8 @@ def _one_thread():
 COMPRESS_OVERSAMPLE = 20
 
 
-def _compressed_data(comp: CompressedOperator, k: int, kwargs: dict, dtype: str, device: str) -> _Data:
-    """Task data for K components: the leading ``min(rank, K + 20)`` directions of an ordered compression."""
-    part = comp.truncate(min(comp.q.shape[1], k + COMPRESS_OVERSAMPLE))
+def _compressed_data(part: CompressedOperator, kwargs: dict, dtype: str, device: str) -> _Data:
+    """Task data (numpy arrays, cheap to ship to workers) of a compressed operator."""
     return _Data(
         q=part.q.cpu().numpy(),
         b=part.b.cpu().numpy(),
@@ -213,13 +215,10 @@ def stability_sweep(
         for k in ks:
             part = comp.truncate(min(compress, k + COMPRESS_OVERSAMPLE))
             errors[k] = part.relative_error(exact)
-            data[k] = _compressed_data(comp, k, kwargs, dtype, device)
+            data[k] = _compressed_data(part, kwargs, dtype, device)
         del exact, comp
     if batch_size is None:
-        itemsize = 4 if dtype == "float32" else 8
-        n, g = X.shape
-        budget = max(256 * 2**20, n * g * itemsize // 2)
-        batch_size = int(max(1, min(n_replicates, budget // (4 * (n + g) * max(ks) * itemsize))))
+        batch_size = default_batch_size(*X.shape, max(ks), n_replicates, 4 if dtype == "float32" else 8)
     kwargs["batch_size"] = batch_size
 
     methods = [("nmf", _nmf_task)] + ([("pca", _pca_task)] if pca else [])

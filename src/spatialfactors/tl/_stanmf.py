@@ -9,7 +9,6 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 from anndata import AnnData
 from scanpy import logging as logg
 from scanpy import settings
@@ -26,7 +25,7 @@ from spatialfactors._validation import (
 )
 from spatialfactors.models._operator import DataOperator
 from spatialfactors.models.nmf import nmf
-from spatialfactors.models.pca import pca_dictionaries
+from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
 from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
 from spatialfactors.models.stanmf import stability_sweep
@@ -225,11 +224,8 @@ def stanmf(
     dictionaries = {"nmf": w}
     if pca:
         axes, _, mean = pca_dictionaries(op, np.ones((1, adata.n_vars)), k_best)
-        u, mu = axes[0], mean[0]
-        ut = torch.as_tensor(u, dtype=op.dtype)
-        coef = op.rmatmul(ut.T.contiguous()).double().numpy() - (u.T @ mu)[:, None]
-        genes["pca_reconstruction_pcc"] = reconstruction_pcc(op, u, coef, offset=mu)
-        dictionaries["pca"] = u
+        genes["pca_reconstruction_pcc"] = pca_reconstruction_pcc(op, axes[0], mean[0])
+        dictionaries["pca"] = axes[0]
     morans = _morans_i(adata, connectivity_key, dictionaries) if connectivity_key in adata.obsp else None
 
     uns = {
