@@ -88,11 +88,12 @@ class DataOperator:
             return (self._xt @ m.T).T
         return m @ self._x
 
-    def times_xt(self, m: torch.Tensor) -> torch.Tensor:
-        """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs)."""
+    def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs), into ``out`` if given."""
         if self.sparse:
-            return (self._x @ m.T).T.contiguous()
-        return m @ self._x.T
+            res = (self._x @ m.T).T
+            return res.contiguous() if out is None else out.copy_(res)
+        return torch.matmul(m, self._x.T, out=out)
 
     def compress(self, rank: int, *, n_power_iter: int = 4, seed: int = 0) -> CompressedOperator:
         """Return ``X ~ Q B`` with ``Q`` (n_obs x rank) orthonormal, by a randomised range finder."""
@@ -124,9 +125,9 @@ class CompressedOperator:
         """``(m Q) B``."""
         return (m @ self.q) @ self.b
 
-    def times_xt(self, m: torch.Tensor) -> torch.Tensor:
-        """``(m B^T) Q^T``."""
-        return (m @ self.b.T) @ self.q.T
+    def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(m B^T) Q^T``, into ``out`` if given."""
+        return torch.matmul(m @ self.b.T, self.q.T, out=out)
 
     def ordered(self) -> CompressedOperator:
         """Return the same ``Q B`` in the basis of the singular vectors of ``B`` (largest first).

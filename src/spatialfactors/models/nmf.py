@@ -116,30 +116,37 @@ def _hals_rows(a, gram, cross, weight, violation):  # pragma: no cover - compile
 
     The entries of a row are independent given the other rows, so the K sequential row
     updates are done chunk by chunk of entries: a chunk of all K rows stays in cache, and
-    the inner loops run over contiguous entries (SIMD). Same updates as the torch path.
+    the inner loops run over contiguous slices (SIMD). Same updates as the torch path.
     """
     n_rep, k, m = a.shape
-    chunk = 128  # entries per block: K rows of 128 floats stay in L1 (measured best of 64..2048)
+    chunk = 1024  # entries per block: K rows of it stay in L2 (measured best of 16..8192 at K = 11, 30)
+    zero = a.dtype.type(0)
     buf = np.empty(chunk, dtype=a.dtype)
     for r in range(n_rep):
         total = 0.0
         for c0 in range(0, m, chunk):
             c1 = min(c0 + chunk, m)
+            n = c1 - c0
+            w = weight[r, c0:c1]
             for t in range(k):
-                for i in range(c0, c1):
-                    buf[i - c0] = -cross[r, t, i]
+                # grad = gram[t] a - cross[t]; slices (not offsets) let LLVM vectorise the loops.
+                ct = cross[r, t, c0:c1]
+                for i in range(n):
+                    buf[i] = -ct[i]
                 for s in range(k):
                     g_ts = gram[r, t, s]
-                    for i in range(c0, c1):
-                        buf[i - c0] += g_ts * a[r, s, i]
+                    a_s = a[r, s, c0:c1]
+                    for i in range(n):
+                        buf[i] += g_ts * a_s[i]
                 hess = gram[r, t, t]
-                for i in range(c0, c1):
-                    grad = buf[i - c0]
-                    at = a[r, t, i]
-                    pg = grad if at > 0 else min(grad, 0.0)
-                    total += abs(pg) * weight[r, i]
+                a_t = a[r, t, c0:c1]
+                for i in range(n):
+                    grad = buf[i]
+                    at = a_t[i]
+                    pg = grad if at > 0 else min(grad, zero)
+                    total += abs(pg) * w[i]
                     if hess != 0:
-                        a[r, t, i] = max(at - grad / hess, 0.0)
+                        a_t[i] = max(at - grad / hess, zero)
         violation[r] = total
 
 
@@ -206,11 +213,14 @@ def _fit_batch(op, weights, w, h, *, tol, max_iter):
     v_init = torch.zeros(r, dtype=torch.float64)
     out_w, out_h = w.clone(), h.clone()
     wa, ha, ca = w.contiguous(), h.contiguous(), weights.to(w.dtype).to(w.device)
+    # The largest product is written into one buffer: a fresh (R K, n_obs) array every
+    # iteration costs as much as the product itself (page faults on new memory).
+    cross_buf = torch.empty(r * k * n, dtype=w.dtype, device=w.device)
     for it in range(1, max_iter + 1):
         ra = wa.shape[0]
         # W step: gram = H C H^T, cross = H C X^T (all replicates in one product with X).
         hc = ha * ca[:, None, :]
-        cross = op.times_xt(hc.reshape(ra * k, -1)).reshape(ra, k, n)
+        cross = op.times_xt(hc.reshape(ra * k, -1), out=cross_buf[: ra * k * n].view(ra * k, n)).view(ra, k, n)
         violation = _hals_sweep(wa, hc @ ha.transpose(1, 2), cross, None)
         # H step: gram = W^T W, cross = W^T X; copies of a column count c_j times.
         cross = op.rmatmul(wa.reshape(ra * k, n)).reshape(ra, k, -1)

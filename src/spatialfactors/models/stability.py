@@ -152,19 +152,22 @@ def instability(
     if n_rep < 2:
         raise ValueError(f"The instability needs at least 2 replicates, got {n_rep}.")
     n, k = np.shape(dictionaries[0])
-    # Unit columns of all replicates side by side, standardised in float64 and stored in
-    # float32 (N K columns); the Gram matrix of all cross-correlations is accumulated in
-    # float64 over blocks of rows: dissimilarities near zero need 1 - C to full precision.
-    flat = torch.empty((n, n_rep * k), dtype=torch.float32)
-    for p, d in enumerate(dictionaries):
-        flat[:, p * k : (p + 1) * k] = torch.from_numpy(_standardise(np.asarray(d, dtype=np.float64), centered))
+    # Gram matrix of all N K unit columns, accumulated in float64 over blocks of rows straight
+    # from the replicates (no stacked copy of them): dissimilarities near zero need 1 - C to
+    # full precision, and memory stays at the dictionaries themselves plus one block.
+    means = [np.asarray(d).mean(axis=0, dtype=np.float64) if centered else np.zeros(k) for d in dictionaries]
     gram = torch.zeros((n_rep * k, n_rep * k), dtype=torch.float64)
-    for start in range(0, n, 8192):
-        block = flat[start : start + 8192].double()
-        gram += block.T @ block
-    # Renormalise by the float64 diagonal, so columns equal up to scale correlate exactly 1.
+    block = torch.empty((min(n, 4096), n_rep * k), dtype=torch.float64)
+    for start in range(0, n, 4096):
+        rows = min(n - start, 4096)
+        for p, d in enumerate(dictionaries):
+            part = torch.from_numpy(np.asarray(d[start : start + rows], dtype=np.float64) - means[p])
+            block[:rows, p * k : (p + 1) * k] = part
+        gram += block[:rows].T @ block[:rows]
+    # Normalise by the float64 diagonal (the squared column norms); zero columns correlate 0.
     diag = torch.sqrt(torch.diagonal(gram))
-    gram = gram / torch.where(diag > 0, diag, 1.0)[:, None] / torch.where(diag > 0, diag, 1.0)[None, :]
+    inv = torch.where(diag > 0, 1.0 / torch.where(diag > 0, diag, 1.0), 0.0)
+    gram = gram * inv[:, None] * inv[None, :]
     corr = gram.numpy().reshape(n_rep, k, n_rep, k)
     if absolute:
         corr = np.abs(corr)

@@ -10,7 +10,6 @@ its resample depends only on ``(random_state, r)``, not on batching or workers.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from joblib import Parallel, delayed
 
 from ._operator import CompressedOperator, DataOperator, aligned_tensor, resolve_dtype
+from ._threads import one_thread
 from .nmf import default_batch_size, nmf
 from .pca import pca_dictionaries
 from .stability import instability
@@ -79,21 +79,6 @@ class _Data:
         return CompressedOperator(q, b, norms, sums, self.shape)
 
 
-@contextmanager
-def _one_thread():
-    """Run a task on one torch thread.
-
-    BLAS results then do not depend on how many threads or workers the sweep uses, so serial,
-    joblib and dask runs are bit-identical.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 #: Rank of the compression used for K components: K + this, at most ``compress``.
 COMPRESS_OVERSAMPLE = 20
 
@@ -113,13 +98,13 @@ def _compressed_data(part: CompressedOperator, kwargs: dict, dtype: str, device:
 
 
 def _nmf_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
-    with _one_thread():
+    with one_thread():
         res = nmf(None, k, weights=weights, operator=data.operator(), **data.kwargs)
     return res.W.astype(np.float32, copy=False)
 
 
 def _pca_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
-    with _one_thread():
+    with one_thread():
         axes = pca_dictionaries(data.operator(), weights, k, seed=data.kwargs.get("seed", 0))[0]
     return axes.astype(np.float32)
 
@@ -235,8 +220,8 @@ def stability_sweep(
         if progress is not None:
             progress(n_done)
         if sum(len(d) for d in pending[(method, k)]) == n_replicates:
-            stack = np.concatenate(pending.pop((method, k)))
-            inst = instability(stack, metric)
+            # The replicates' dictionaries as views of the task results (no stacked copy).
+            inst = instability([d for batch in pending.pop((method, k)) for d in batch], metric)
             rows.append(
                 {
                     "method": method,
