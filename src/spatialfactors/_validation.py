@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
@@ -98,3 +99,71 @@ def _save_results(adata: AnnData, writes: list[tuple[str, str, object]], start: 
     keys = ", ".join(f"`adata.{attr}[{key!r}]`" for attr, key, _ in writes)
     logg.info(f"finished ({time.perf_counter() - start:.1f}s)" if start is not None else "finished")
     logg.hint(f"added {keys}")
+
+
+def _graph_hint(library_key: str | None) -> str:
+    lib = f", library_key={library_key!r}" if library_key else ""
+    return f"`sq.gr.spatial_neighbors_delaunay(adata{lib})` (or `sq.gr.spatial_neighbors_knn` / `_radius`)"
+
+
+def _get_graph(adata: AnnData, connectivity_key: str, library_key: str | None = None) -> sp.csr_matrix:
+    """Return ``.obsp[connectivity_key]`` checked to be a usable spatial graph.
+
+    The graph must be square over the cells, finite, non-negative, symmetric and without
+    self-loops; with ``library_key``, no edge may join two fields of view.
+    """
+    if connectivity_key not in adata.obsp:
+        raise KeyError(
+            f"`adata.obsp[{connectivity_key!r}]` not found: build the spatial graph first, e.g. "
+            f"{_graph_hint(library_key)}; available keys: {sorted(adata.obsp)}."
+        )
+    a = adata.obsp[connectivity_key]
+    if a.shape != (adata.n_obs, adata.n_obs):
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` has shape {a.shape}, expected ({adata.n_obs}, {adata.n_obs}); "
+            f"rebuild it on this AnnData with {_graph_hint(library_key)}."
+        )
+    a = sp.csr_matrix(a, dtype=np.float64)
+    if not np.isfinite(a.data).all() or (a.data < 0).any():
+        raise ValueError(f"`adata.obsp[{connectivity_key!r}]` has negative, NaN or infinite weights.")
+    if a.diagonal().any():
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` has {int((a.diagonal() != 0).sum())} self-loops; remove them, "
+            "e.g. `A.setdiag(0); A.eliminate_zeros()`."
+        )
+    asym = abs(a - a.T)
+    if asym.nnz and asym.max() > 1e-8 * max(abs(a).max(), 1e-300):
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` is not symmetric; symmetrise it, e.g. `A = A.maximum(A.T)`."
+        )
+    a.eliminate_zeros()
+    if library_key is not None:
+        codes = adata.obs[library_key].cat.codes.to_numpy()
+        coo = a.tocoo()
+        if (codes[coo.row] != codes[coo.col]).any():
+            raise ValueError(
+                f"`adata.obsp[{connectivity_key!r}]` has edges between fields of view of `{library_key}`; "
+                f"build the graph per field of view with {_graph_hint(library_key)}."
+            )
+    return a
+
+
+def _assert_categorical(adata: AnnData, key: str, what: str = "library_key") -> None:
+    """Fail unless ``adata.obs[key]`` exists and is categorical."""
+    if key not in adata.obs:
+        raise KeyError(f"`{what}={key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}.")
+    if not isinstance(adata.obs[key].dtype, pd.CategoricalDtype):
+        raise TypeError(
+            f"`adata.obs[{key!r}]` must be categorical; convert it with "
+            f"`adata.obs[{key!r}] = adata.obs[{key!r}].astype('category')`."
+        )
+
+
+def _assert_real_range(name: str, value, low: float, high: float | None = None, *, low_open: bool = False) -> None:
+    """Fail unless ``value`` is a real number in [low, high] (or (low, high] when ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    bad_low = value <= low if low_open else value < low
+    if not np.isfinite(value) or bad_low or (high is not None and value > high):
+        bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"`{name}` must be {bounds}, got {value}.")

@@ -22,10 +22,13 @@ PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
 
 def _result(adata: AnnData, key: str, entry: str | None = None):
     if key not in adata.uns or f"X_{key}" not in adata.obsm:
-        raise KeyError(f"No staNMF result under key {key!r}; run `sf.tl.stanmf(adata, key_added={key!r})` first.")
+        raise KeyError(
+            f"No factorisation result under key {key!r}; run `sf.tl.stanmf(adata, key_added={key!r})` "
+            "(or `sf.tl.spicemix`) first."
+        )
     uns = adata.uns[key]
     if entry is not None and entry not in uns:
-        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by a `sf.tl.stanmf` sweep.")
+        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by a sweep over K.")
     return uns if entry is None else uns[entry]
 
 
@@ -45,9 +48,10 @@ def instability(
     Parameters
     ----------
     adata
-        Annotated data after :func:`spatialfactors.tl.stanmf` with a sweep over K.
+        Annotated data after :func:`spatialfactors.tl.stanmf` or :func:`spatialfactors.tl.spicemix`
+        with a sweep over K.
     key
-        ``key_added`` of the staNMF run.
+        ``key_added`` of the run.
     ax
         Axes to draw into.
     figsize, dpi
@@ -68,12 +72,13 @@ def instability(
     """
     table = _result(adata, key, "instability")
     fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
-    labels = {"nmf": "staNMF", "pca": "PCA"}
+    labels = {"nmf": "staNMF", "pca": "PCA", "spicemix": "SpiceMix"}
     for method, sub in table.groupby("method", sort=False):
         sub = sub.sort_values("K")
         ax.errorbar(sub["K"], sub["mean"], yerr=sub["std"], marker="o", ms=3, capsize=2, label=labels.get(method))
     k = adata.uns[key]["k"]
-    best = table[(table["method"] == "nmf") & (table["K"] == k)]["mean"].iloc[0]
+    main = table["method"].iloc[0]  # the factorisation itself (PCA is the comparator)
+    best = table[(table["method"] == main) & (table["K"] == k)]["mean"].iloc[0]
     ax.axvline(k, color="0.6", ls="--", lw=0.8)
     ax.annotate(f"K* = {k}", (k, best), xytext=(5, 10), textcoords="offset points")
     ax.set_xlabel("K (number of patterns)")

@@ -1,3 +1,5 @@
 """Preprocessing on AnnData."""
 
-__all__: list[str] = []
+from ._normalize import normalize_spicemix
+
+__all__ = ["normalize_spicemix"]

@@ -1,5 +1,7 @@
 """Tools: AnnData wrappers that validate input, call an engine and write the results."""
 
+from ._cluster import cluster_latent
+from ._spicemix import spicemix
 from ._stanmf import stanmf
 
-__all__ = ["stanmf"]
+__all__ = ["cluster_latent", "spicemix", "stanmf"]

@@ -1,0 +1,569 @@
+"""SpiceMix: the NMF hidden Markov random field of Chidester et al. (2023), on arrays.
+
+Model (Methods, eqs. 1-6): the expression ``y_i`` of cell ``i`` (G genes) is ``M x_i`` plus
+Gaussian noise ``sigma_y`` (eq. 4, ``U_y``), with metagenes ``M`` (G x K, columns on the
+simplex) and latent state ``x_i >= 0`` with an exponential prior ``lambda_x ||x_i||_1``
+(eq. 5). Neighbouring cells interact through their proportions ``z_i = x_i / ||x_i||_1``:
+``U_x = z_i^T S z_j`` with the symmetric spatial affinity ``S = Sigma_x^-1`` (eq. 4), which
+has a Gaussian prior ``lambda_Sigma ||S||_F^2`` (eq. 6).
+
+Fitting (Algorithm 1, with the updates the authors' supplement and code specify, see
+``SPICEMIX_NOTES``): k-means on the expression gives the first ``M``; ``T0`` alternations of
+non-negative least squares for ``X`` and the simplex program for ``M``; ``sigma_y`` from the
+residual; ``S = 0``. Then every iteration:
+
+1. ``X`` by iterated conditional modes on eq. 9: with the neighbours fixed, cell ``i``
+   minimises ``||y_i - s M z||^2 / (2 sigma_y^2) + lambda_x s + z^T S nu_i`` over its scale
+   ``s >= 0`` (closed form) and proportions ``z`` on the simplex (a K-dimensional quadratic
+   program solved exactly, :func:`~spatialfactors.models.qp.batched_qp`), alternated to
+   convergence; ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of
+   a greedy colouring of the graph share no edge, so each colour class is one batched update.
+2. ``M`` by its quadratic program with columns on the simplex (eq. 12, metagene part).
+3. ``sigma_y^2`` in closed form, the mean squared residual.
+4. ``S`` by Adam on the pseudo-likelihood objective (eqs. 7, 12)
+   ``L(S) = (1/|E|) sum_i [z_i^T S nu_i + log C(S nu_i)] + lambda_Sigma ||S||_F^2`` with the
+   partition function ``C(eta)`` of the simplex computed exactly
+   (:func:`log_simplex_integral`), ``|E|`` the number of (directed) edges, gradients
+   symmetrised, the mean of ``S`` removed after each step (it does not change the
+   likelihood), and the best ``S`` kept.
+
+Every update minimises its own objective exactly (or, for ``S``, never accepts a worse
+point), so the ``energy`` of eq. 9 does not increase in step 1 and the pseudo-posterior
+``objective`` of eq. 12 does not increase in steps 2-4. Fields of view share ``M``, ``S`` and
+``sigma_y``; each has its own graph (a block-diagonal adjacency). Cells without neighbours
+have no spatial term: for them the model is NMF with an L1 prior.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ._operator import resolve_dtype
+from ._threads import one_thread
+from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
+
+SOLVERS = ("fast", "cvxpy")
+
+
+def log_simplex_integral(eta: torch.Tensor) -> torch.Tensor:
+    """``log C(eta)``, ``C(eta) = integral over the simplex of exp(-eta^T z) dz``, for every row.
+
+    ``C(eta)`` is the divided difference of ``exp`` at the nodes ``-eta`` (Hermite-Genocchi),
+    which is the corner entry of the exponential of the bidiagonal matrix with the nodes on
+    the diagonal and ones above it (Opitz 1964). After shifting the nodes to ``d = max(eta) -
+    eta >= 0`` that matrix has no negative entries, so its Taylor series and repeated squaring
+    (McCurdy, Ng & Parlett 1984) involve no cancellation: the result is accurate to rounding
+    for equal, nearly equal or widely spread ``eta`` alike, and differentiable by autograd.
+    The measure is Lebesgue on the first K - 1 coordinates (the simplex has volume 1/(K-1)!).
+
+    Parameters
+    ----------
+    eta
+        (n, K) real tensor.
+
+    Returns
+    -------
+    (n,) tensor.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from spatialfactors.models.hmrf import log_simplex_integral
+    >>> eta = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 2.0 + 1e-9]], dtype=torch.float64)
+    >>> out = log_simplex_integral(eta)
+    >>> round(float(out[0]), 12) == round(-math.log(2), 12)
+    True
+    """
+    n, k = eta.shape
+    top = eta.max(1, keepdim=True).values
+    d = top - eta
+    dmax = float(d.detach().max()) if d.numel() else 0.0
+    squarings = max(0, math.ceil(math.log2(dmax))) if dmax > 1 else 0
+    h = 2.0**-squarings
+    dh = d * h
+    eye = torch.eye(k, dtype=eta.dtype, device=eta.device).expand(n, k, k)
+    # Horner: exp(T) ~ I + T (I + T/2 (I + ...)), T = diag(dh) + h * superdiagonal; entries of
+    # T are in [0, 1], so K + 17 terms are exact to float64 rounding for every entry.
+    pad = torch.zeros(n, 1, k, dtype=eta.dtype, device=eta.device)
+    e = eye
+    for j in range(k + 17, 0, -1):
+        e = eye + (dh[:, :, None] * e + h * torch.cat([e[:, 1:, :], pad], 1)) / j
+    log_scale = torch.zeros(n, dtype=eta.dtype, device=eta.device)
+    for _ in range(squarings):
+        e = e @ e
+        mx = e.amax((1, 2))
+        e = e / mx[:, None, None]
+        log_scale = 2 * log_scale + torch.log(mx)
+    return -top[:, 0] + log_scale + torch.log(e[:, 0, k - 1])
+
+
+@dataclass
+class HMRFResult:
+    """Result of :func:`fit_hmrf`.
+
+    Attributes
+    ----------
+    X
+        (N, K) latent states ``x_i = s_i z_i`` in units of the rescaled data.
+    M
+        (G, K) metagenes, columns on the simplex.
+    affinity
+        (K, K) symmetric spatial affinity ``Sigma_x^-1``.
+    sigma_y
+        Noise standard deviation.
+    history
+        One row per iteration (0 = after initialisation): ``objective`` (eq. 12, negative log
+        pseudo-posterior), ``energy`` (eq. 9, what the X update minimises), ``rss``,
+        ``sigma_y``, ``affinity_loss`` (``L(S)``), ``seconds`` (since the start).
+    scale
+        Factor applied to each group's expression before fitting.
+    n_iter
+        Iterations run.
+    """
+
+    X: np.ndarray
+    M: np.ndarray
+    affinity: np.ndarray
+    sigma_y: float
+    history: pd.DataFrame
+    scale: np.ndarray
+    n_iter: int
+
+
+def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
+    """Split the nodes into classes of pairwise non-adjacent nodes (greedy colouring, largest first).
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from spatialfactors.models.hmrf import colour_classes
+    >>> path = sp.diags([1.0, 1.0], [-1, 1], shape=(4, 4))
+    >>> [c.tolist() for c in colour_classes(path)]
+    [[1, 3], [0, 2]]
+    """
+    graph = nx.from_scipy_sparse_array(sp.csr_matrix(adjacency))
+    colours = nx.greedy_color(graph, strategy="largest_first")
+    labels = np.array([colours[i] for i in range(adjacency.shape[0])], dtype=np.int64)
+    return [np.flatnonzero(labels == c) for c in range(labels.max() + 1 if len(labels) else 0)]
+
+
+def _sparse(m: sp.spmatrix, dtype, device) -> torch.Tensor:
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    return torch.sparse_csr_tensor(
+        torch.as_tensor(m.indptr, dtype=torch.int64),
+        torch.as_tensor(m.indices, dtype=torch.int64),
+        torch.as_tensor(m.data, dtype=dtype),
+        size=m.shape,
+    ).to(device)
+
+
+class _Fit:
+    """State and updates of one SpiceMix fit (tensors on one device and dtype)."""
+
+    def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device):
+        self.y = y
+        self.n, self.g = y.shape
+        self.k = k
+        self.lambda_x, self.lambda_sigma, self.solver = lambda_x, lambda_sigma, solver
+        self.dtype, self.device = dtype, device
+        adjacency = sp.csr_matrix(adjacency, dtype=np.float64)
+        self.adj = _sparse(adjacency, dtype, device)
+        self.classes = [torch.as_tensor(c, device=device) for c in colour_classes(adjacency)]
+        self.class_adj = [_sparse(adjacency[c.cpu().numpy()], dtype, device) for c in self.classes]
+        degree = np.asarray(adjacency.sum(1)).ravel()
+        self.has_nb = torch.as_tensor(degree > 0, device=device)
+        self.n_edges = float(degree.sum())
+        self.s = torch.zeros(self.n, dtype=dtype, device=device)
+        self.z = torch.full((self.n, k), 1.0 / k, dtype=dtype, device=device)
+        self.m = torch.zeros(self.g, k, dtype=dtype, device=device)
+        self.affinity = torch.zeros(k, k, dtype=dtype, device=device)
+        self.sigma2 = 1.0
+        self._param = None
+        self._adam = None
+
+    # ---- solvers (fast or cvxpy reference) ----
+    def _qp(self, q_mat, alpha, q, simplex, x0):
+        if self.solver == "cvxpy":
+            out = batched_qp_cvxpy(q_mat.cpu().numpy(), alpha.cpu().numpy(), q.cpu().numpy(), simplex=simplex)
+            return torch.as_tensor(out, dtype=self.dtype, device=self.device)
+        return batched_qp(q_mat, alpha, q, simplex=simplex, x0=x0)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return self.s[:, None] * self.z
+
+    def rss(self) -> float:
+        return float(((self.y - self.x @ self.m.T) ** 2).sum())
+
+    # ---- updates ----
+    def x_plain(self) -> None:
+        """Non-negative least squares for every cell (initialisation, no prior, no neighbours)."""
+        q_mat = self.m.T @ self.m
+        x = self._qp(q_mat, torch.ones(self.n, dtype=self.dtype, device=self.device), -(self.y @ self.m), False, self.x)
+        self.s = x.sum(1)
+        self.z = torch.where(self.s[:, None] > 0, x / self.s.clamp_min(1e-300)[:, None], self.z)
+
+    def m_step(self) -> None:
+        x = self.x
+        a, b = x.T @ x, self.y.T @ x
+        if self.solver == "cvxpy":
+            out = simplex_columns_qp_cvxpy(a.cpu().numpy(), b.cpu().numpy())
+            self.m = torch.as_tensor(out, dtype=self.dtype, device=self.device)
+        else:
+            self.m = simplex_columns_qp(a, b, self.m)
+
+    def sigma_step(self) -> None:
+        self.sigma2 = max(self.rss() / (self.n * self.g), 1e-300)
+
+    def _best_scale(self, b, q_mat, z):
+        # argmin over s >= 0 of s^2 z^T Q z / (2 sigma^2) - s (b^T z / sigma^2 - lambda_x)
+        quad = ((z @ q_mat) * z).sum(1)
+        num = (b * z).sum(1) - self.lambda_x * self.sigma2
+        return torch.where(quad > 0, num / quad.clamp_min(1e-300), 0.0).clamp_min(0)
+
+    def x_icm(self, max_inner: int = 50, rtol: float = 1e-9) -> None:
+        """One ICM sweep: every colour class in turn, neighbours fixed (eq. 9)."""
+        q_mat = self.m.T @ self.m
+        ym = self.y @ self.m
+        for idx, adj in zip(self.classes, self.class_adj, strict=True):
+            lin = (adj @ self.z) @ self.affinity  # S nu_i (S symmetric)
+            b, z = ym[idx], self.z[idx]
+            s = self._best_scale(b, q_mat, z)
+            for _ in range(max_inner):
+                alpha = s * s / self.sigma2
+                z_new = self._qp(q_mat, alpha, lin - (s / self.sigma2)[:, None] * b, True, z)
+                s_new = self._best_scale(b, q_mat, z_new)
+                change = (s_new[:, None] * z_new - s[:, None] * z).abs().max()
+                z, s = z_new, s_new
+                if float(change) <= rtol * float(s.max().clamp_min(1e-300)):
+                    break
+            self.s[idx], self.z[idx] = s, z
+
+    def _affinity_loss(self, affinity, z, nu):
+        eta = nu @ affinity
+        data = (z * eta).sum() + log_simplex_integral(eta).sum()
+        return data / self.n_edges + self.lambda_sigma * (affinity**2).sum()
+
+    def affinity_loss(self) -> float:
+        if self.n_edges == 0:
+            return float(self.lambda_sigma * (self.affinity**2).sum())
+        nu = (self.adj @ self.z)[self.has_nb]
+        with torch.no_grad():
+            return float(self._affinity_loss(self.affinity, self.z[self.has_nb], nu))
+
+    def affinity_step(self, optimizer: str, max_steps: int, lr: float) -> None:
+        """Minimise ``L(S)`` from the current ``S``; the best point seen is kept (never worse)."""
+        if self.n_edges == 0 or max_steps == 0:
+            return
+        z = self.z[self.has_nb]
+        nu = (self.adj @ self.z)[self.has_nb]
+        param = torch.nn.Parameter(self.affinity.clone())
+        best = [float(self._affinity_loss(self.affinity, z, nu).detach()), self.affinity.clone()]
+
+        def closure():
+            opt.zero_grad()
+            loss = self._affinity_loss(param, z, nu)
+            loss.backward()
+            with torch.no_grad():
+                param.grad.copy_(0.5 * (param.grad + param.grad.T))  # stay symmetric
+                if float(loss) < best[0]:
+                    best[0], best[1] = float(loss), param.detach().clone()
+            return loss
+
+        if optimizer == "lbfgs":
+            # L(S) is smooth and convex: quasi-Newton reaches its minimum in a few evaluations.
+            opt = torch.optim.LBFGS(
+                [param],
+                lr=1,
+                max_iter=max_steps,
+                history_size=20,
+                tolerance_grad=1e-9,
+                tolerance_change=1e-12,
+                line_search_fn="strong_wolfe",
+            )
+            opt.step(closure)
+        else:
+            # The reference's optimiser: Adam (lr 1e-2, betas 0.5, 0.99), state kept across iterations.
+            if self._adam is None:
+                self._param = param
+                self._adam = torch.optim.Adam([param], lr=lr, betas=(0.5, 0.99))
+            else:
+                with torch.no_grad():
+                    self._param.copy_(self.affinity)
+                param = self._param
+            opt = self._adam
+            last = best[0]
+            for step in range(max_steps):
+                opt.step(closure)
+                with torch.no_grad():
+                    param.sub_(param.mean())  # a constant shift of S leaves the likelihood unchanged
+                if step % 10 == 9:
+                    if last - best[0] <= 1e-9 * (abs(best[0]) + 1):
+                        break
+                    last = best[0]
+        # Remove the mean (likelihood unchanged, prior smaller) of the best point.
+        cand = best[1] - best[1].mean()
+        with torch.no_grad():
+            if float(self._affinity_loss(cand, z, nu)) <= best[0]:
+                best[1] = cand
+        self.affinity = best[1]
+
+    # ---- objectives ----
+    def spatial_energy(self) -> float:
+        """``sum over undirected edges of z_i^T S z_j`` (eq. 9)."""
+        if self.n_edges == 0:
+            return 0.0
+        return 0.5 * float(((self.adj @ self.z) @ self.affinity * self.z).sum())
+
+    def record(self, iteration: int, start: float) -> dict:
+        rss = self.rss()
+        nll_y = rss / (2 * self.sigma2) + 0.5 * self.n * self.g * math.log(self.sigma2)
+        prior = self.lambda_x * float(self.s.sum())
+        loss = self.affinity_loss()
+        return {
+            "iteration": iteration,
+            "objective": nll_y + prior + self.n_edges * loss,
+            "energy": nll_y + prior + self.spatial_energy(),
+            "rss": rss,
+            "sigma_y": math.sqrt(self.sigma2),
+            "affinity_loss": loss,
+            "seconds": time.perf_counter() - start,
+        }
+
+
+def _kmeans_metagenes(y: np.ndarray, k: int, random_state: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
+    sums = centres.sum(0)
+    return np.where(sums > 0, centres / np.where(sums > 0, sums, 1), 1.0 / y.shape[1])
+
+
+def fit_hmrf(
+    Y,
+    adjacency,
+    n_factors: int,
+    *,
+    groups=None,
+    lambda_x: float = 1.0,
+    lambda_sigma: float = 1e-4,
+    max_iter: int = 200,
+    tol: float | None = 1e-6,
+    init_iter: int = 5,
+    affinity_optimizer: str = "lbfgs",
+    affinity_steps: int = 100,
+    affinity_lr: float = 1e-2,
+    rescale: bool = True,
+    random_state: int = 0,
+    solver: str = "fast",
+    dtype: str = "float64",
+    device: str = "cpu",
+    callback: Callable[[dict], None] | None = None,
+) -> HMRFResult:
+    """Fit SpiceMix to expression ``Y`` on a spatial graph.
+
+    Parameters
+    ----------
+    Y
+        (N, G) non-negative expression (dense or scipy sparse), e.g. log-normalised counts.
+    adjacency
+        (N, N) symmetric non-negative spatial graph without self-loops (scipy sparse or dense);
+        for several fields of view, block diagonal (no edges between them).
+    n_factors
+        Number of metagenes K.
+    groups
+        (N,) field of view of every cell; each is rescaled separately. ``None``: one field.
+    lambda_x
+        Rate of the exponential prior on ``x`` (the paper: 1).
+    lambda_sigma
+        Weight of the Gaussian prior on the affinity, per edge (see the module docstring).
+    max_iter
+        Iterations after the initialisation.
+    tol
+        Stop when the objective changes by less than ``tol`` times its magnitude over an
+        iteration; ``None`` runs ``max_iter`` iterations.
+    init_iter
+        ``T0``, the non-spatial alternations of the initialisation.
+    affinity_optimizer
+        ``"lbfgs"`` (quasi-Newton with a strong Wolfe line search: the convex ``L(S)`` is
+        minimised to convergence) or ``"adam"`` (the paper's optimiser, a fixed budget of
+        steps per iteration, state kept across iterations).
+    affinity_steps, affinity_lr
+        Function evaluations (L-BFGS) or steps (Adam) per iteration at most; Adam's learning rate.
+    rescale
+        Scale each field so that the mean total expression per cell is K (the paper's
+        normalisation); the factors are returned in ``scale``.
+    random_state
+        Seed of the k-means initialisation.
+    solver
+        ``"fast"`` (batched exact active-set programs) or ``"cvxpy"`` (one cvxpy program per
+        cell and for the metagenes; the reference, slow).
+    dtype, device
+        Torch precision and device (``"cuda"`` for a GPU).
+    callback
+        Called with each history row.
+
+    Returns
+    -------
+    The fitted model.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from spatialfactors.models.hmrf import fit_hmrf
+    >>> rng = np.random.default_rng(0)
+    >>> Y = rng.random((40, 3)) @ rng.random((3, 12))
+    >>> A = sp.diags([1.0, 1.0], [-1, 1], shape=(40, 40))
+    >>> res = fit_hmrf(Y, A, 3, max_iter=3)
+    >>> res.X.shape, res.M.shape, bool(np.allclose(res.M.sum(0), 1))
+    ((40, 3), (12, 3), True)
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
+    tdtype = resolve_dtype(dtype)
+    y = Y.toarray() if sp.issparse(Y) else np.array(Y, dtype=np.float64)
+    y = y.astype(np.float64)
+    n, g = y.shape
+    groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
+    _, codes = np.unique(groups, return_inverse=True)
+    scale = np.ones(codes.max() + 1)
+    if rescale:
+        for r in range(len(scale)):
+            total = y[codes == r].sum(1).mean()
+            scale[r] = n_factors / total if total > 0 else 1.0
+        y = y * scale[codes][:, None]
+    start = time.perf_counter()
+    with one_thread() if torch.device(device).type == "cpu" else nullcontext():
+        fit = _Fit(
+            torch.as_tensor(y, dtype=tdtype, device=device),
+            adjacency,
+            n_factors,
+            lambda_x=lambda_x,
+            lambda_sigma=lambda_sigma,
+            solver=solver,
+            dtype=tdtype,
+            device=device,
+        )
+        fit.m = torch.as_tensor(_kmeans_metagenes(y, n_factors, random_state), dtype=tdtype, device=device)
+        for _ in range(init_iter):
+            fit.x_plain()
+            fit.m_step()
+        if init_iter == 0:
+            fit.x_plain()
+        fit.sigma_step()
+        history = [fit.record(0, start)]
+        if callback is not None:
+            callback(history[-1])
+        it = 0
+        for it in range(1, max_iter + 1):
+            fit.x_icm()
+            fit.m_step()
+            fit.sigma_step()
+            fit.affinity_step(affinity_optimizer, affinity_steps, affinity_lr)
+            history.append(fit.record(it, start))
+            if callback is not None:
+                callback(history[-1])
+            prev, cur = history[-2]["objective"], history[-1]["objective"]
+            if tol is not None and abs(prev - cur) <= tol * max(abs(cur), 1e-300):
+                break
+    return HMRFResult(
+        X=fit.x.cpu().numpy(),
+        M=fit.m.cpu().numpy(),
+        affinity=fit.affinity.cpu().numpy(),
+        sigma_y=math.sqrt(fit.sigma2),
+        history=pd.DataFrame(history),
+        scale=scale,
+        n_iter=it,
+    )
+
+
+def _replicate_task(y, adjacency, k: int, counts: np.ndarray, groups, kwargs: dict) -> np.ndarray:
+    columns = np.repeat(np.arange(y.shape[1]), counts)
+    return fit_hmrf(y[:, columns], adjacency, k, groups=groups, **kwargs).X.astype(np.float32)
+
+
+def hmrf_stability(
+    Y,
+    adjacency,
+    n_factors,
+    *,
+    n_replicates: int = 10,
+    groups=None,
+    metric: str = "hungarian",
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Bootstrap instability of SpiceMix's latent states for every number of metagenes.
+
+    The staNMF criterion (Cahill et al. 2024) applied to SpiceMix: each replicate resamples
+    the genes with replacement (cells and graph unchanged), is fitted, and the replicates'
+    latent states (cells x K) are compared pairwise with
+    :func:`~spatialfactors.models.stability.instability`. Replicates run through joblib.
+
+    Parameters
+    ----------
+    Y, adjacency, groups
+        As :func:`fit_hmrf`.
+    n_factors
+        Values of K.
+    n_replicates
+        Replicates per K (>= 2).
+    metric
+        ``"hungarian"`` or ``"amari"``.
+    random_state
+        Seed of the resamples (and of every fit).
+    n_jobs
+        joblib workers.
+    progress
+        Called with 1 after every fit.
+    **kwargs
+        Passed to :func:`fit_hmrf`.
+
+    Returns
+    -------
+    Table with columns ``method, K, metric, mean, std, n_replicates``.
+    """
+    from joblib import Parallel, delayed
+
+    from .stability import instability
+    from .stanmf import bootstrap_weights
+
+    y = Y.toarray() if sp.issparse(Y) else np.asarray(Y, dtype=np.float64)
+    weights = bootstrap_weights(y.shape[1], n_replicates, random_state)
+    kwargs = {"random_state": random_state, **kwargs}
+    ks = [int(k) for k in n_factors]
+    tasks = [delayed(_replicate_task)(y, adjacency, k, w, groups, kwargs) for k in ks for w in weights]
+    results = Parallel(n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator")(tasks)
+    rows, done = [], []
+    for x in results:
+        done.append(x)
+        if progress is not None:
+            progress(1)
+        if len(done) == n_replicates:
+            inst = instability(done, metric)
+            k = ks[len(rows)]
+            rows.append(
+                {
+                    "method": "spicemix",
+                    "K": k,
+                    "metric": metric,
+                    "mean": inst.mean,
+                    "std": inst.std,
+                    "n_replicates": n_replicates,
+                }
+            )
+            done = []
+    return pd.DataFrame(rows)

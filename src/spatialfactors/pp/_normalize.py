@@ -1,0 +1,101 @@
+"""``sf.pp.normalize_spicemix``: the SpiceMix paper's normalisation, with scanpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+from spatialfactors._validation import (
+    _assert_categorical,
+    _assert_int_range,
+    _assert_nonnegative_finite,
+    _assert_real_range,
+    _extract_adata,
+    _get_matrix,
+)
+
+
+def normalize_spicemix(
+    adata: AnnData,
+    n_factors: int | None = None,
+    *,
+    target_sum: float = 1e4,
+    library_key: str | None = None,
+    layer: str | None = None,
+    table_key: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Normalise counts as the SpiceMix paper: per-cell total ``target_sum``, log1p, mean total K.
+
+    Each cell is scaled to ``target_sum`` total counts (:func:`scanpy.pp.normalize_total`)
+    and log-transformed (:func:`scanpy.pp.log1p`); with ``n_factors``, each field of view
+    (``library_key``) is then scaled so that the mean total per cell is K, "normalize the
+    average of the total normalized expression levels in individual cells to K"
+    (:cite:`chidester2023spicemix`). :func:`spatialfactors.tl.spicemix` applies that last
+    step itself (``rescale=True``), so ``n_factors`` is only needed to inspect the data.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes counts (in ``.X`` or ``layer``; the result replaces it).
+    n_factors
+        K for the last step; ``None`` skips it.
+    target_sum
+        Total per cell after the first step.
+    library_key
+        Categorical ``.obs`` column with the field of view of each cell.
+    layer
+        Layer to normalise instead of ``.X``.
+    table_key
+        Table of a SpatialData input.
+    copy
+        Return a normalised copy.
+
+    Returns
+    -------
+    ``None`` or the copy; the matrix is replaced by its normalised values.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> import spatialfactors as sf
+    >>> adata = ad.AnnData(np.array([[1.0, 3.0], [2.0, 2.0]]))
+    >>> sf.pp.normalize_spicemix(adata, 10)
+    >>> float(adata.X.sum(1).mean())
+    10.0
+    """
+    adata = _extract_adata(adata, table_key)
+    x = _get_matrix(adata, layer)
+    _assert_nonnegative_finite(x, "The counts")
+    _assert_real_range("target_sum", target_sum, 0, low_open=True)
+    if n_factors is not None:
+        _assert_int_range("n_factors", n_factors, 1)
+    if library_key is not None:
+        _assert_categorical(adata, library_key)
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    if (totals == 0).any():
+        raise ValueError(
+            f"{int((totals == 0).sum())} cells have no counts; remove them first, e.g. "
+            "`sc.pp.filter_cells(adata, min_counts=1)`."
+        )
+    target = adata.copy() if copy else adata
+    # On a scratch AnnData so that an error cannot leave `adata` half-normalised.
+    scratch = AnnData(x.astype(np.float64, copy=True))
+    sc.pp.normalize_total(scratch, target_sum=target_sum)
+    sc.pp.log1p(scratch)
+    values = scratch.X
+    if n_factors is not None:
+        codes = target.obs[library_key].cat.codes.to_numpy() if library_key is not None else np.zeros(len(totals), int)
+        row_totals = np.asarray(values.sum(axis=1)).ravel()
+        factors = np.ones(len(totals))
+        for code in np.unique(codes):
+            mask = codes == code
+            factors[mask] = n_factors / row_totals[mask].mean()
+        values = sp.csr_matrix(values.multiply(factors[:, None])) if sp.issparse(values) else values * factors[:, None]
+    if layer is None:
+        target.X = values
+    else:
+        target.layers[layer] = values
+    return target if copy else None

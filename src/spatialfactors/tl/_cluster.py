@@ -1,0 +1,127 @@
+"""``sf.tl.cluster_latent``: hierarchical clustering of latent states, K by Calinski-Harabasz."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+from scipy.cluster.hierarchy import fcluster, linkage
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
+
+from spatialfactors._validation import _assert_int_range, _extract_adata, _save_results
+
+
+def cluster_latent(
+    adata: AnnData,
+    basis: str = "X_spicemix",
+    *,
+    n_clusters: int | Sequence[int] | None = None,
+    normalize: bool = True,
+    reference_key: str | None = None,
+    table_key: str | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Ward hierarchical clustering of latent states, as the SpiceMix paper evaluates them.
+
+    The cells' latent states (``.obsm[basis]``), as metagene proportions by default, are
+    clustered with Ward linkage (:func:`scipy.cluster.hierarchy.linkage`); the tree is cut
+    into ``n_clusters`` clusters, or into the number in ``range(2, 21)`` (or the given
+    sequence) with the highest Calinski-Harabasz index
+    (:func:`sklearn.metrics.calinski_harabasz_score`). With ``reference_key`` the adjusted
+    Rand index against that labelling is stored too.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with latent states in ``.obsm[basis]``.
+    basis
+        Key in ``.obsm`` (``"X_spicemix"``, ``"X_stanmf"``, ...).
+    n_clusters
+        Number of clusters, candidates to choose from, or ``None`` for ``range(2, 21)``.
+    normalize
+        Divide each cell's state by its sum (proportions; cells with zero sum stay zero).
+    reference_key
+        ``.obs`` column with reference labels for the adjusted Rand index.
+    table_key
+        Table of a SpatialData input.
+    key_added
+        ``.obs`` column to write (default ``"<basis without X_>_clusters"``).
+    copy
+        Return a modified copy.
+
+    Returns
+    -------
+    ``None`` (or the copy), with ``.obs[key_added]`` (categorical) and ``.uns[key_added]``:
+    ``n_clusters``, ``calinski_harabasz`` (table of candidates and scores), ``ari`` (with
+    ``reference_key``) and ``params``.
+
+    Examples
+    --------
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sf.tl.cluster_latent(adata, "X_true", n_clusters=8, reference_key="cell_type")
+    >>> adata.obs["true_clusters"].nunique(), 0 <= adata.uns["true_clusters"]["ari"] <= 1
+    (8, True)
+    """
+    start = time.perf_counter()
+    adata = _extract_adata(adata, table_key)
+    if basis not in adata.obsm:
+        raise KeyError(
+            f"`adata.obsm[{basis!r}]` not found; run the factorisation first (available: {sorted(adata.obsm)})."
+        )
+    values = np.asarray(adata.obsm[basis], dtype=np.float64)
+    if values.ndim != 2 or not np.isfinite(values).all():
+        raise ValueError(f"`adata.obsm[{basis!r}]` must be a finite 2-D array.")
+    if reference_key is not None and reference_key not in adata.obs:
+        raise KeyError(f"`reference_key={reference_key!r}` is not a column of `adata.obs`.")
+    if n_clusters is None:
+        candidates = list(range(2, 21))
+    elif isinstance(n_clusters, Iterable):
+        candidates = sorted({int(k) for k in n_clusters})
+    else:
+        candidates = [n_clusters]
+    if not candidates:
+        raise ValueError("`n_clusters` is empty.")
+    for k in candidates:
+        _assert_int_range("n_clusters", k, 2, adata.n_obs - 1)
+    if normalize:
+        sums = values.sum(1, keepdims=True)
+        values = np.divide(values, sums, out=np.zeros_like(values), where=sums > 0)
+
+    tree = linkage(values, method="ward")
+    scores, labelings = [], {}
+    for k in candidates:
+        labels = fcluster(tree, t=k, criterion="maxclust")
+        labelings[k] = labels
+        n_found = len(np.unique(labels))
+        scores.append(calinski_harabasz_score(values, labels) if 1 < n_found < len(values) else np.nan)
+    table = pd.DataFrame({"n_clusters": candidates, "calinski_harabasz": scores})
+    if len(candidates) == 1:
+        k_best = candidates[0]
+    else:
+        if np.all(np.isnan(scores)):
+            raise ValueError("No candidate number of clusters gives a valid Calinski-Harabasz index.")
+        k_best = candidates[int(np.nanargmax(scores))]
+    labels = labelings[k_best]
+    name = key_added or f"{basis.removeprefix('X_')}_clusters"
+    # Clusters numbered from 0 in order of size, as scanpy's leiden/louvain.
+    order = pd.Series(labels).value_counts().index
+    relabel = {old: str(new) for new, old in enumerate(order)}
+    column = pd.Categorical([relabel[v] for v in labels], categories=[str(i) for i in range(len(order))])
+    uns = {
+        "n_clusters": int(k_best),
+        "calinski_harabasz": table,
+        "params": {"basis": basis, "normalize": bool(normalize), "method": "ward"},
+    }
+    if reference_key is not None:
+        uns["ari"] = float(adjusted_rand_score(adata.obs[reference_key].astype(str), labels))
+        uns["params"]["reference_key"] = reference_key
+        logg.info(f"{name}: {k_best} clusters, ARI {uns['ari']:.3f} against `{reference_key}`")
+    target = adata.copy() if copy else adata
+    _save_results(target, [("obs", name, pd.Series(column, index=adata.obs_names)), ("uns", name, uns)], start)
+    return target if copy else None

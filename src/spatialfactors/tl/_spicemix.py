@@ -1,0 +1,247 @@
+"""``sf.tl.spicemix``: the NMF-HMRF model of SpiceMix on a squidpy spatial graph."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+from scanpy import logging as logg
+from scanpy import settings
+from tqdm.auto import tqdm
+
+from spatialfactors._validation import (
+    _assert_categorical,
+    _assert_choice,
+    _assert_int_range,
+    _assert_nonnegative_finite,
+    _assert_real_range,
+    _extract_adata,
+    _get_graph,
+    _get_matrix,
+    _save_results,
+)
+from spatialfactors.models.hmrf import SOLVERS, fit_hmrf, hmrf_stability
+from spatialfactors.models.stability import METRICS
+
+
+def spicemix(
+    adata: AnnData,
+    n_factors: int | Sequence[int] = 10,
+    *,
+    connectivity_key: str = "spatial_connectivities",
+    library_key: str | None = None,
+    layer: str | None = None,
+    lambda_sigma: float = 1e-4,
+    lambda_x: float = 1.0,
+    max_iter: int = 200,
+    tol: float | None = 1e-6,
+    init_iter: int = 5,
+    affinity_optimizer: Literal["lbfgs", "adam"] = "lbfgs",
+    n_replicates: int = 10,
+    metric: Literal["hungarian", "amari"] = "hungarian",
+    rescale: bool = True,
+    random_state: int = 0,
+    solver: Literal["fast", "cvxpy"] = "fast",
+    dtype: Literal["float32", "float64"] = "float64",
+    device: str = "cpu",
+    n_jobs: int | None = None,
+    table_key: str | None = None,
+    key_added: str = "spicemix",
+    copy: bool = False,
+) -> AnnData | None:
+    """SpiceMix: metagenes, cell latent states and their spatial affinity (NMF-HMRF).
+
+    Fits the model of :cite:`chidester2023spicemix` (Methods eqs. 1-12, Algorithm 1): the
+    expression of each cell is a non-negative mixture of K metagenes, and neighbouring
+    cells' metagene proportions interact through a learned affinity matrix
+    ``Sigma_x^-1``. Fields of view (``library_key``) share the metagenes, the affinity and
+    the noise level; each has its own graph. The engine is
+    :func:`~spatialfactors.models.hmrf.fit_hmrf` (see there for the updates). With a range
+    of ``n_factors``, K is chosen by the staNMF stability criterion: ``n_replicates``
+    bootstrap resamples of the genes per K, instability of the latent states, K* = argmin.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, non-negative, normalised as the paper does (see
+        :func:`spatialfactors.pp.normalize_spicemix`), with a spatial graph in ``.obsp``.
+        A :class:`spatialdata.SpatialData` with ``table_key`` works as well.
+    n_factors
+        K, or a sequence of K values to choose from by stability.
+    connectivity_key
+        Key of the spatial graph in ``.obsp``, as written by squidpy's
+        ``sq.gr.spatial_neighbors_delaunay`` (or ``_knn``, ``_radius``). Symmetric, no
+        self-loops, no edges between fields of view. Cells without neighbours have no
+        spatial term (for them the model is NMF with an L1 prior).
+    library_key
+        Categorical ``.obs`` column naming each cell's field of view.
+    layer
+        Layer to use instead of ``.X`` (dense or sparse; densified, SpiceMix data is small).
+    lambda_sigma
+        Weight of the Gaussian prior on the affinity (the paper: 1e-4), per edge.
+    lambda_x
+        Rate of the exponential prior on the latent states (the paper: 1).
+    max_iter, tol
+        Iterations after the initialisation; stop earlier when the objective changes by less
+        than ``tol`` (relative) over an iteration (``None``: run all).
+    init_iter
+        ``T0``, non-spatial alternations after the k-means start (the paper: 5).
+    affinity_optimizer
+        ``"lbfgs"`` minimises the convex affinity objective to convergence each iteration;
+        ``"adam"`` takes the paper's Adam steps.
+    n_replicates, metric
+        Stability selection of K (only used when ``n_factors`` is a sequence).
+    rescale
+        Scale each field of view so that the mean total expression per cell is K (paper).
+    random_state
+        Seed of the k-means start and the bootstrap resamples.
+    solver
+        ``"fast"`` (batched exact active-set solvers) or ``"cvxpy"`` (reference; slow).
+    dtype, device
+        Precision and torch device (``"cuda"`` for a GPU).
+    n_jobs
+        joblib workers for the stability replicates.
+    table_key
+        Table of a SpatialData input.
+    key_added
+        Prefix of the results.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy), with
+
+    - ``.obsm['X_spicemix']``: latent states (cells x K, in units of the rescaled data);
+    - ``.varm['spicemix_metagenes']``: metagenes (genes x K, columns sum to one);
+    - ``.uns['spicemix']``: ``affinity`` (K x K), ``sigma_y``, ``history`` (per iteration:
+      objective, energy, rss, sigma_y, affinity_loss, seconds), ``scale`` (per field of
+      view), ``k``, ``n_iter``, ``instability`` (for a range of K) and ``params``.
+
+    Examples
+    --------
+    >>> import squidpy as sq
+    >>> import spatialfactors as sf
+    >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
+    >>> sq.gr.spatial_neighbors_delaunay(adata)
+    >>> sf.tl.spicemix(adata, 8, max_iter=5)
+    >>> adata.obsm["X_spicemix"].shape, adata.uns["spicemix"]["affinity"].shape
+    ((200, 8), (8, 8))
+    """
+    start = time.perf_counter()
+    adata = _extract_adata(adata, table_key)
+    x = _get_matrix(adata, layer)
+    sweep = not isinstance(n_factors, int | np.integer)
+    if sweep and not isinstance(n_factors, Iterable):
+        raise TypeError(f"`n_factors` must be an integer or a sequence of integers, got {n_factors!r}.")
+    ks = sorted({int(k) for k in n_factors}) if sweep else [n_factors]
+    if not ks:
+        raise ValueError("`n_factors` is empty; pass an integer or a range such as `range(8, 16)`.")
+    for k in ks:
+        _assert_int_range("n_factors", k, 2, min(adata.n_vars, adata.n_obs))
+    if sweep:
+        _assert_int_range("n_replicates", n_replicates, 2)
+        _assert_choice("metric", metric, METRICS)
+    _assert_real_range("lambda_sigma", lambda_sigma, 0)
+    _assert_real_range("lambda_x", lambda_x, 0)
+    _assert_int_range("max_iter", max_iter, 0)
+    _assert_int_range("init_iter", init_iter, 0)
+    if tol is not None:
+        _assert_real_range("tol", tol, 0)
+    _assert_choice("affinity_optimizer", affinity_optimizer, ("lbfgs", "adam"))
+    _assert_choice("solver", solver, SOLVERS)
+    _assert_choice("dtype", dtype, ("float32", "float64"))
+    _assert_nonnegative_finite(x, "The expression values" if layer is None else f"`adata.layers[{layer!r}]`")
+    if library_key is not None:
+        _assert_categorical(adata, library_key)
+    graph = _get_graph(adata, connectivity_key, library_key)
+    isolated = int((np.diff(graph.indptr) == 0).sum())
+    if isolated:
+        logg.warning(f"{isolated} cells have no neighbours in `{connectivity_key}`; they get no spatial term.")
+    groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
+    y = x.toarray() if sp.issparse(x) else np.asarray(x)
+    y = np.asarray(y, dtype=np.float64)
+
+    fit_kwargs = {
+        "lambda_x": lambda_x,
+        "lambda_sigma": lambda_sigma,
+        "max_iter": max_iter,
+        "tol": tol,
+        "init_iter": init_iter,
+        "affinity_optimizer": affinity_optimizer,
+        "rescale": rescale,
+        "solver": solver,
+        "dtype": dtype,
+        "device": device,
+    }
+    table = None
+    if sweep:
+        with tqdm(total=len(ks) * n_replicates, desc="SpiceMix replicates", disable=settings.verbosity == 0) as bar:
+            table = hmrf_stability(
+                y,
+                graph,
+                ks,
+                n_replicates=n_replicates,
+                groups=groups,
+                metric=metric,
+                random_state=random_state,
+                n_jobs=n_jobs,
+                progress=bar.update,
+                **fit_kwargs,
+            )
+        k_best = int(table["K"].to_numpy()[np.argmin(table["mean"].to_numpy())])
+        logg.info(f"SpiceMix: K* = {k_best} (instability {table['mean'].min():.4f})")
+    else:
+        k_best = int(ks[0])
+
+    with tqdm(total=max_iter, desc="SpiceMix iterations", disable=settings.verbosity == 0) as bar:
+        res = fit_hmrf(
+            y,
+            graph,
+            k_best,
+            groups=groups,
+            random_state=random_state,
+            callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
+            **fit_kwargs,
+        )
+    libraries = list(adata.obs[library_key].cat.categories) if library_key is not None else ["all"]
+    uns = {
+        "k": k_best,
+        "affinity": res.affinity,
+        "sigma_y": float(res.sigma_y),
+        "history": res.history,
+        "n_iter": int(res.n_iter),
+        "scale": dict(zip([str(lib) for lib in libraries], res.scale.tolist(), strict=True)),
+        "params": {
+            "n_factors": [int(k) for k in ks],
+            "connectivity_key": connectivity_key,
+            "library_key": library_key if library_key is not None else "",
+            "layer": layer if layer is not None else "X",
+            "lambda_sigma": float(lambda_sigma),
+            "lambda_x": float(lambda_x),
+            "max_iter": int(max_iter),
+            "tol": float(tol) if tol is not None else 0.0,
+            "init_iter": int(init_iter),
+            "affinity_optimizer": affinity_optimizer,
+            "n_replicates": int(n_replicates) if sweep else 0,
+            "metric": metric,
+            "rescale": bool(rescale),
+            "random_state": int(random_state),
+            "solver": solver,
+            "dtype": dtype,
+        },
+    }
+    if table is not None:
+        uns["instability"] = table
+    target = adata.copy() if copy else adata
+    writes = [
+        ("obsm", f"X_{key_added}", res.X),
+        ("varm", f"{key_added}_metagenes", res.M),
+        ("uns", key_added, uns),
+    ]
+    _save_results(target, writes, start)
+    return target if copy else None
