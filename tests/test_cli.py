@@ -10,10 +10,11 @@ from spatialfactors.cli import main
 def test_demo_writes_h5ad_and_figures(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "-o", str(out), "--n-fovs", "2", "--n-cells", "120", "--n-genes", "40"]
-    assert main([*args, "--n-components", "3:6", "--replicates", "3"]) == 0
+    assert main([*args, "--n-components", "3:6", "--replicates", "3", "--n-factors", "5", "--spicemix-iter", "3"]) == 0
     printed = capsys.readouterr().out
     names = ["demo.h5ad", "cell_types.png", "true_metagenes.png", "true_proportions.png"]
     names += [f"stanmf_{n}.png" for n in ("patterns", "instability", "reconstruction", "patterns_per_gene", "morans_i")]
+    names += [f"spicemix_{n}.png" for n in ("affinity", "convergence", "metagenes", "metagene_expression")]
     for name in names:
         path = out / name
         assert path.stat().st_size > 1000, name
@@ -22,6 +23,8 @@ def test_demo_writes_h5ad_and_figures(tmp_path, capsys):
     assert adata.shape == (240, 40)
     assert adata.uns["stanmf"]["k"] in (3, 4, 5)
     assert adata.obsm["X_stanmf"].shape == (240, adata.uns["stanmf"]["k"])
+    assert adata.obsm["X_spicemix"].shape == (240, 5) and "ARI" in printed
+    assert adata.obs["spicemix_clusters"].nunique() == 8
     graph = adata.obsp["spatial_connectivities"]
     assert (graph != graph.T).nnz == 0
     # The graph is built per field of view: no edge joins two fields of view.
@@ -65,3 +68,21 @@ def test_stanmf_command_rejects_bad_range(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-components", "a:b"])
     assert "expected K, START:STOP" in capsys.readouterr().err
+
+
+def test_spicemix_command_builds_the_graph(tmp_path, capsys):
+    import spatialfactors as sf
+
+    src = tmp_path / "in.h5ad"
+    adata = sf.datasets.simulate_cortex(n_fovs=2, n_cells=100, n_genes=30)
+    adata.obs["fov"] = adata.obs["fov"].astype(str)  # a plain column: the command makes it categorical
+    adata.write_h5ad(src)
+    out, figs = tmp_path / "out.h5ad", tmp_path / "figs"
+    argv = ["spicemix", str(src), "-o", str(out), "--n-factors", "4", "--library-key", "fov", "--max-iter", "2"]
+    assert main([*argv, "--reference-key", "cell_type", "--figures", str(figs)]) == 0
+    result = ad.read_h5ad(out)
+    assert result.obsm["X_spicemix"].shape == (200, 4)
+    assert "spatial_connectivities" in result.obsp and "spicemix_clusters" in result.obs
+    for name in ("affinity", "convergence", "metagenes", "metagene_expression"):
+        assert (figs / f"spicemix_{name}.png").stat().st_size > 1000
+    assert "ARI" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Command line: ``spatialfactors demo`` and ``spatialfactors stanmf`` (also ``python -m spatialfactors``)."""
+"""Command line: ``spatialfactors demo``, ``stanmf`` and ``spicemix`` (also ``python -m spatialfactors``)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,92 @@ def _stanmf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spicemix_figures(adata, out: Path, key: str = "spicemix", library_key=None, groupby=None) -> list[Path]:
+    """Write the SpiceMix figures that the result supports; return their paths."""
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    figures = {
+        "spicemix_affinity.png": lambda p: pl.affinity(adata, key, save=p, show=False),
+        "spicemix_convergence.png": lambda p: pl.convergence(adata, key, save=p, show=False),
+    }
+    if "spatial" in adata.obsm:
+        figures["spicemix_metagenes.png"] = lambda p: pl.metagenes(
+            adata, f"X_{key}", library_key=library_key, normalize=True, save=p, show=False
+        )
+    if groupby is not None:
+        figures["spicemix_metagene_expression.png"] = lambda p: pl.metagene_expression(
+            adata, f"X_{key}", groupby=groupby, save=p, show=False
+        )
+    written = []
+    for name, draw in figures.items():
+        draw(out / name)
+        written.append(out / name)
+        plt.close("all")
+    return written
+
+
+def _spicemix(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import anndata as ad
+
+    from . import pp, tl
+
+    adata = ad.read_h5ad(args.input)
+    if args.library_key is not None and adata.obs[args.library_key].dtype.name != "category":
+        adata.obs[args.library_key] = adata.obs[args.library_key].astype("category")
+    if args.normalize:
+        pp.normalize_spicemix(adata, library_key=args.library_key, layer=args.layer)
+    if args.connectivity_key not in adata.obsp:
+        import squidpy as sq
+
+        if "spatial" not in adata.obsm:
+            raise SystemExit(f"{args.input} has neither `.obsp[{args.connectivity_key!r}]` nor `.obsm['spatial']`.")
+        sq.gr.spatial_neighbors_delaunay(adata, library_key=args.library_key, key_added="spatial")
+        if args.max_distance is not None:
+            dist = adata.obsp["spatial_distances"]
+            conn = adata.obsp["spatial_connectivities"].multiply(dist <= args.max_distance).tocsr()
+            conn.eliminate_zeros()
+            adata.obsp["spatial_connectivities"] = conn
+        print(f"Delaunay graph (squidpy): {adata.obsp['spatial_connectivities'].nnz // 2} edges")
+    t0 = time.perf_counter()
+    tl.spicemix(
+        adata,
+        n_factors=args.n_factors,
+        connectivity_key=args.connectivity_key,
+        library_key=args.library_key,
+        layer=args.layer,
+        lambda_sigma=args.lambda_sigma,
+        max_iter=args.max_iter,
+        n_replicates=args.replicates,
+        random_state=args.seed,
+        n_jobs=args.n_jobs,
+    )
+    uns = adata.uns["spicemix"]
+    print(f"SpiceMix: K = {uns['k']}, {uns['n_iter']} iterations ({time.perf_counter() - t0:.1f} s)")
+    tl.cluster_latent(adata, "X_spicemix", reference_key=args.reference_key)
+    clusters = adata.uns["spicemix_clusters"]
+    ari = f", ARI {clusters['ari']:.3f} against {args.reference_key}" if args.reference_key else ""
+    print(f"latent clusters (Ward, Calinski-Harabasz): {clusters['n_clusters']}{ari}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(out)
+    written = [out]
+    if args.figures:
+        fig_dir = Path(args.figures)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        written += _spicemix_figures(
+            adata, fig_dir, library_key=args.library_key, groupby=args.reference_key or "spicemix_clusters"
+        )
+    print("wrote:")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -131,6 +217,19 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"staNMF: K* = {adata.uns['stanmf']['k']} by bootstrap instability")
     written += _stanmf_figures(adata, out, library_key="fov")
 
+    # SpiceMix: metagenes, latent states and their spatial affinity; Ward clusters vs the truth.
+    t1 = time.perf_counter()
+    tl.spicemix(adata, args.n_factors, library_key="fov", max_iter=args.spicemix_iter, random_state=args.seed)
+    tl.cluster_latent(
+        adata, "X_spicemix", n_clusters=len(adata.obs["cell_type"].cat.categories), reference_key="cell_type"
+    )
+    ari = adata.uns["spicemix_clusters"]["ari"]
+    print(
+        f"SpiceMix: K = {args.n_factors}, {adata.uns['spicemix']['n_iter']} iterations in "
+        f"{time.perf_counter() - t1:.1f} s; ARI of its clusters against the true cell types {ari:.3f}"
+    )
+    written += _spicemix_figures(adata, out, library_key="fov", groupby="cell_type")
+
     h5ad = out / "demo.h5ad"
     adata.write_h5ad(h5ad)
     written.insert(0, h5ad)
@@ -154,6 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--n-components", type=_parse_components, default="8:17", help="staNMF K range (default: 8:17)")
     demo.add_argument("--replicates", type=int, default=20, help="staNMF bootstrap replicates (default: 20)")
+    demo.add_argument("--n-factors", type=int, default=10, help="SpiceMix metagenes (default: 10)")
+    demo.add_argument("--spicemix-iter", type=int, default=30, help="SpiceMix iterations (default: 30)")
     demo.set_defaults(func=_demo)
 
     st = sub.add_parser("stanmf", help="run sf.tl.stanmf on an .h5ad file")
@@ -170,6 +271,24 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--figures", default=None, help="folder for the figures (default: none)")
     st.add_argument("--library-key", default=None, help="field-of-view column for cell plots")
     st.set_defaults(func=_stanmf)
+
+    sm = sub.add_parser("spicemix", help="run sf.tl.spicemix on an .h5ad file")
+    sm.add_argument("input", help="input .h5ad (cells x genes; counts with --normalize, else normalised)")
+    sm.add_argument("-o", "--output", required=True, help="output .h5ad")
+    sm.add_argument("--n-factors", type=_parse_components, default="10", help="K, START:STOP or K1,K2 (10)")
+    sm.add_argument("--library-key", default=None, help="field-of-view column of .obs")
+    sm.add_argument("--layer", default=None, help="layer to use instead of .X")
+    sm.add_argument("--normalize", action="store_true", help="counts in: scale to 1e4 per cell and log1p first")
+    sm.add_argument("--connectivity-key", default="spatial_connectivities", help="graph in .obsp (built if absent)")
+    sm.add_argument("--max-distance", type=float, default=None, help="drop Delaunay edges longer than this")
+    sm.add_argument("--lambda-sigma", type=float, default=1e-4, help="affinity prior weight (default: 1e-4)")
+    sm.add_argument("--max-iter", type=int, default=200, help="iterations (default: 200)")
+    sm.add_argument("--replicates", type=int, default=10, help="bootstrap replicates per K for a range (10)")
+    sm.add_argument("--reference-key", default=None, help=".obs labels to compare the clusters with (ARI)")
+    sm.add_argument("--n-jobs", type=int, default=None, help="joblib workers for a range of K")
+    sm.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sm.add_argument("--figures", default=None, help="folder for the figures (default: none)")
+    sm.set_defaults(func=_spicemix)
     return parser
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -151,7 +152,10 @@ def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
     >>> [c.tolist() for c in colour_classes(path)]
     [[1, 3], [0, 2]]
     """
-    graph = nx.from_scipy_sparse_array(sp.csr_matrix(adjacency))
+    adjacency = sp.csr_matrix(adjacency, copy=True)
+    adjacency.setdiag(0)
+    adjacency.eliminate_zeros()  # stored zeros are not edges
+    graph = nx.from_scipy_sparse_array(adjacency)
     colours = nx.greedy_color(graph, strategy="largest_first")
     labels = np.array([colours[i] for i in range(adjacency.shape[0])], dtype=np.int64)
     return [np.flatnonzero(labels == c) for c in range(labels.max() + 1 if len(labels) else 0)]
@@ -160,12 +164,14 @@ def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
 def _sparse(m: sp.spmatrix, dtype, device) -> torch.Tensor:
     m = sp.csr_matrix(m)
     m.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.as_tensor(m.indptr, dtype=torch.int64),
-        torch.as_tensor(m.indices, dtype=torch.int64),
-        torch.as_tensor(m.data, dtype=dtype),
-        size=m.shape,
-    ).to(device)
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta; its products with dense are what we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(m.indptr, dtype=torch.int64),
+            torch.as_tensor(m.indices, dtype=torch.int64),
+            torch.as_tensor(m.data, dtype=dtype),
+            size=m.shape,
+        ).to(device)
 
 
 class _Fit:

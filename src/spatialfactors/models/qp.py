@@ -32,8 +32,9 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     --------
     >>> import torch
     >>> from spatialfactors.models.qp import project_simplex
-    >>> project_simplex(torch.tensor([[0.5, 0.5, 1.0], [2.0, 0.0, 0.0]])).tolist()
-    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    >>> v = torch.tensor([[0.0, 3.0, 1.0], [0.5, 0.5, 1.0]], dtype=torch.float64)
+    >>> project_simplex(v).round(decimals=3).tolist()
+    [[0.0, 1.0, 0.0], [0.167, 0.167, 0.667]]
     """
     u, _ = torch.sort(v, dim=-1, descending=True)
     css = torch.cumsum(u, dim=-1) - 1

@@ -1,0 +1,155 @@
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from spatialfactors.models.hmrf import _Fit, _kmeans_metagenes, colour_classes, fit_hmrf, log_simplex_integral
+
+
+def _log_c_mpmath(eta):
+    """``log sum_k exp(-eta_k) / prod_{j != k} (eta_j - eta_k)`` at 60 digits (distinct nodes)."""
+    mpmath.mp.dps = 60
+    eta = [mpmath.mpf(float(v)) for v in eta]
+    total = mpmath.mpf(0)
+    for k, ek in enumerate(eta):
+        den = mpmath.mpf(1)
+        for j, ej in enumerate(eta):
+            if j != k:
+                den *= ej - ek
+        total += mpmath.e ** (-ek) / den
+    return float(mpmath.log(total))
+
+
+@pytest.mark.parametrize("k", [2, 3, 6, 12])
+def test_log_simplex_integral_matches_the_closed_form(k):
+    rng = np.random.default_rng(k)
+    eta = rng.normal(size=(20, k)) * 15
+    got = log_simplex_integral(torch.tensor(eta)).numpy()
+    want = np.array([_log_c_mpmath(row) for row in eta])
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def test_log_simplex_integral_equal_and_nearly_equal_nodes():
+    for k in (2, 5, 10):
+        for c in (0.0, 3.0, -250.0):
+            eta = torch.full((1, k), c, dtype=torch.float64)
+            assert float(log_simplex_integral(eta)) == pytest.approx(-c - math.lgamma(k), rel=1e-13, abs=1e-12)
+    # Nodes 1e-9 apart: the closed form cancels catastrophically, the limit is the equal case.
+    eta = torch.tensor([[1.0, 1.0 + 1e-9, 1.0 - 1e-9, 1.0]], dtype=torch.float64)
+    assert float(log_simplex_integral(eta)) == pytest.approx(-1.0 - math.lgamma(4), abs=1e-8)
+
+
+def test_log_simplex_integral_monte_carlo_and_gradient():
+    rng = np.random.default_rng(0)
+    eta = np.array([0.3, -1.2, 2.0])
+    z = rng.dirichlet(np.ones(3), size=400_000)  # uniform on the simplex, density (K-1)!
+    mc = np.log(np.exp(-z @ eta).mean() / math.factorial(2))
+    assert float(log_simplex_integral(torch.tensor(eta[None]))) == pytest.approx(mc, abs=3e-3)
+    # d log C / d eta = -E[z] under the tilted density.
+    t = torch.tensor(eta[None], requires_grad=True)
+    log_simplex_integral(t).sum().backward()
+    weights = np.exp(-z @ eta)
+    mean_z = (z * weights[:, None]).sum(0) / weights.sum()
+    np.testing.assert_allclose(-t.grad.numpy()[0], mean_z, atol=3e-3)
+    wide = torch.tensor(rng.normal(size=(4, 5)) * 30, requires_grad=True)
+    assert torch.autograd.gradcheck(log_simplex_integral, (wide,))
+
+
+def test_colour_classes_are_independent_sets():
+    a = sp.random(200, 200, density=0.03, random_state=1)
+    a = ((a + a.T) > 0).astype(float)
+    a.setdiag(0)
+    classes = colour_classes(a)
+    a.eliminate_zeros()
+    assert sorted(np.concatenate(classes).tolist()) == list(range(200))
+    for c in classes:
+        assert a[np.ix_(c, c)].nnz == 0
+
+
+@pytest.fixture(scope="module")
+def small_tissue():
+    """Two fields of view, three spatially segregated metagene mixtures on a grid."""
+    rng = np.random.default_rng(0)
+    side, k, g = 12, 3, 30
+    ys, blocks, groups = [], [], []
+    m = rng.gamma(2.0, 1.0, (g, k))
+    m /= m.sum(0)
+    for fov in range(2):
+        xx, yy = np.meshgrid(np.arange(side), np.arange(side))
+        band = np.minimum((xx.ravel() * k) // side, k - 1)
+        z = np.full((side * side, k), 0.1) + 0.7 * np.eye(k)[band]
+        x = z * rng.gamma(20, 0.5, (side * side, 1))
+        ys.append(np.clip(x @ m.T + 0.01 * rng.normal(size=(side * side, g)), 0, None))
+        grid = sp.kron(sp.eye(side), sp.diags([1.0, 1.0], [-1, 1], shape=(side, side))) + sp.kron(
+            sp.diags([1.0, 1.0], [-1, 1], shape=(side, side)), sp.eye(side)
+        )
+        blocks.append(grid)
+        groups += [fov] * side * side
+    return np.vstack(ys), sp.block_diag(blocks).tocsr(), np.array(groups), m
+
+
+def test_every_update_decreases_its_objective(small_tissue):
+    y, a, _, _ = small_tissue
+    fit = _Fit(torch.tensor(y), a, 3, lambda_x=1.0, lambda_sigma=1e-4, solver="fast", dtype=torch.float64, device="cpu")
+    fit.m = torch.tensor(_kmeans_metagenes(y, 3, 0))
+    fit.x_plain()
+    fit.m_step()
+    fit.sigma_step()
+    fit.affinity_step("lbfgs", 50, 1e-2)
+    for _ in range(4):
+        before = fit.record(0, 0.0)["energy"]
+        fit.x_icm()
+        after = fit.record(0, 0.0)
+        assert after["energy"] <= before + 1e-9 * abs(before)  # eq. 9, ICM with exact conditionals
+        for step in (fit.m_step, fit.sigma_step, lambda: fit.affinity_step("lbfgs", 50, 1e-2)):
+            before = fit.record(0, 0.0)["objective"]
+            step()
+            assert fit.record(0, 0.0)["objective"] <= before + 1e-9 * abs(before)  # eq. 12
+
+
+def test_fit_recovers_metagenes_and_is_deterministic(small_tissue):
+    y, a, groups, m_true = small_tissue
+    res = fit_hmrf(y, a, 3, groups=groups, max_iter=10)
+    corr = np.corrcoef(res.M.T, m_true.T)[:3, 3:]
+    assert corr.max(1).min() > 0.95
+    np.testing.assert_allclose(res.M.sum(0), 1, atol=1e-10)
+    np.testing.assert_allclose(res.affinity, res.affinity.T)
+    again = fit_hmrf(y, a, 3, groups=groups, max_iter=10)
+    assert np.array_equal(res.X, again.X) and np.array_equal(res.affinity, again.affinity)
+    # Neighbours share metagenes here: the learned affinity favours equal metagenes (lower energy).
+    off = res.affinity[~np.eye(3, dtype=bool)]
+    assert np.diag(res.affinity).mean() < off.mean()
+
+
+def test_cvxpy_solver_reaches_the_same_fit(small_tissue):
+    y, a, groups, _ = small_tissue
+    sel = np.flatnonzero(groups == 0)[:48]
+    y, a = y[sel], a[np.ix_(sel, sel)]
+    kwargs = {"max_iter": 1, "init_iter": 2, "tol": None}
+    fast = fit_hmrf(y, a, 3, **kwargs)
+    ref = fit_hmrf(y, a, 3, solver="cvxpy", **kwargs)
+    np.testing.assert_allclose(fast.M, ref.M, atol=1e-4)
+    np.testing.assert_allclose(fast.X, ref.X, atol=1e-3 * np.abs(ref.X).max())
+    assert fast.history["objective"].iloc[-1] <= ref.history["objective"].iloc[-1] + 1e-4 * abs(
+        ref.history["objective"].iloc[-1]
+    )
+
+
+def test_lbfgs_and_adam_reach_the_same_affinity_optimum(small_tissue):
+    y, a, _, _ = small_tissue
+    fits = {}
+    for opt, steps in (("lbfgs", 500), ("adam", 20000)):
+        fit = _Fit(
+            torch.tensor(y), a, 3, lambda_x=1.0, lambda_sigma=1e-2, solver="fast", dtype=torch.float64, device="cpu"
+        )
+        fit.m = torch.tensor(_kmeans_metagenes(y, 3, 0))
+        fit.x_plain()
+        fit.affinity_step(opt, steps, 5e-2)
+        fits[opt] = (fit.affinity.clone(), fit.affinity_loss())
+    (s_l, loss_l), (s_a, loss_a) = fits["lbfgs"], fits["adam"]
+    assert loss_l <= loss_a + 1e-9
+    assert loss_a - loss_l < 1e-5
+    torch.testing.assert_close(s_l, s_a, atol=5e-2, rtol=0)

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from spatialfactors.models.qp import (
+    batched_qp,
+    batched_qp_cvxpy,
+    project_simplex,
+    simplex_columns_qp,
+    simplex_columns_qp_cvxpy,
+)
+
+
+def _problem(rng, n=60, k=8, g=40, collinear=True):
+    m = rng.random((g, k))
+    if collinear:  # two nearly identical metagenes: an ill-conditioned Q, as in real fits
+        m[:, 1] = 0.95 * m[:, 0] + 0.05 * rng.random(g)
+    return m.T @ m, rng.random(n) * 3 + 0.05, rng.normal(size=(n, k)) * 4
+
+
+def _objective(q_mat, alpha, q, x):
+    return 0.5 * alpha * np.einsum("ik,kl,il->i", x, q_mat, x) + (q * x).sum(1)
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_qp_equals_cvxpy(simplex, seed):
+    rng = np.random.default_rng(seed)
+    q_mat, alpha, q = _problem(rng)
+    if not simplex:
+        q = q - 4  # mostly negative linear terms: non-trivial non-negative solutions
+    ours = batched_qp(torch.tensor(q_mat), torch.tensor(alpha), torch.tensor(q), simplex=simplex).numpy()
+    ref = batched_qp_cvxpy(q_mat, alpha, q, simplex=simplex)
+    f_ours, f_ref = _objective(q_mat, alpha, q, ours), _objective(q_mat, alpha, q, ref)
+    rel = (f_ours - f_ref) / np.maximum(np.abs(f_ref), 1e-12)
+    assert rel.max() < 1e-6  # never worse than cvxpy beyond rounding
+    assert (ours >= 0).all()
+    if simplex:
+        np.testing.assert_allclose(ours.sum(1), 1, atol=1e-12)
+        assert ((ours > 0).sum(1) < q.shape[1]).any()  # active constraints were exercised
+
+
+def test_batched_qp_kkt_and_warm_start():
+    rng = np.random.default_rng(2)
+    q_mat, alpha, q = (torch.tensor(a) for a in _problem(rng, collinear=False))
+    x = batched_qp(q_mat, alpha, q, simplex=True)
+    # KKT on the simplex: the gradient is equal (= mu) on the support and >= mu off it.
+    grad = alpha[:, None] * (x @ q_mat) + q
+    mu = (grad * (x > 0)).sum(1) / (x > 0).sum(1)
+    assert torch.allclose(torch.where(x > 0, grad, mu[:, None]), mu[:, None].expand_as(grad), atol=1e-8)
+    assert ((grad - mu[:, None]) >= -1e-8).all()
+    warm = batched_qp(q_mat, alpha, q, simplex=True, x0=x)
+    torch.testing.assert_close(warm, x, atol=1e-12, rtol=0)
+
+
+def test_batched_qp_zero_quadratic_term_is_a_vertex():
+    q_mat = torch.eye(3, dtype=torch.float64)
+    q = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    x = batched_qp(q_mat, torch.zeros(1, dtype=torch.float64), q, simplex=True)
+    assert x.tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_simplex_columns_qp_equals_cvxpy():
+    rng = np.random.default_rng(3)
+    x = rng.random((80, 6))
+    a, b = x.T @ x, rng.random((50, 6)) * 10
+    start = torch.full((50, 6), 1 / 50, dtype=torch.float64)
+    ours = simplex_columns_qp(torch.tensor(a), torch.tensor(b), start).numpy()
+    ref = simplex_columns_qp_cvxpy(a, b)
+
+    def f(m):
+        return 0.5 * np.trace(m @ a @ m.T) - (m * b).sum()
+
+    assert (f(ours) - f(ref)) / abs(f(ref)) < 1e-6
+    np.testing.assert_allclose(ours.sum(0), 1, atol=1e-12)
+    assert (ours >= 0).all()
+
+
+def test_project_simplex_is_the_closest_point():
+    rng = np.random.default_rng(4)
+    v = torch.tensor(rng.normal(size=(200, 5)), dtype=torch.float64)
+    p = project_simplex(v)
+    torch.testing.assert_close(p.sum(1), torch.ones(200, dtype=torch.float64))
+    # No random point of the simplex is closer.
+    other = torch.tensor(rng.dirichlet(np.ones(5), size=(200, 50)), dtype=torch.float64)
+    d_p = ((v - p) ** 2).sum(1)
+    d_o = ((v[:, None, :] - other) ** 2).sum(2)
+    assert (d_o >= d_p[:, None] - 1e-12).all()

@@ -1,0 +1,166 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import squidpy as sq
+from scipy.optimize import linear_sum_assignment
+from sklearn.decomposition import NMF
+
+import spatialfactors as sf
+from spatialfactors.datasets import SCENARIOS
+
+
+def _cortex(n_fovs=2, n_cells=200, **kwargs):
+    adata = sf.datasets.simulate_cortex(n_fovs=n_fovs, n_cells=n_cells, random_state=0, **kwargs)
+    sq.gr.spatial_neighbors_delaunay(adata, library_key="fov")
+    return adata
+
+
+@pytest.fixture(scope="module")
+def small():
+    return _cortex()
+
+
+def test_outputs_and_copy(small):
+    adata = small.copy()
+    out = sf.tl.spicemix(adata, 6, library_key="fov", max_iter=4, copy=True)
+    assert "X_spicemix" not in adata.obsm  # copy=True leaves the input alone
+    assert out.obsm["X_spicemix"].shape == (adata.n_obs, 6)
+    m = out.varm["spicemix_metagenes"]
+    assert m.shape == (adata.n_vars, 6) and (m >= 0).all()
+    np.testing.assert_allclose(m.sum(0), 1, atol=1e-10)
+    uns = out.uns["spicemix"]
+    np.testing.assert_allclose(uns["affinity"], uns["affinity"].T)
+    assert set(uns["scale"]) == {"0", "1"} and uns["sigma_y"] > 0 and uns["k"] == 6
+    history = uns["history"]
+    assert list(history["iteration"]) == list(range(len(history)))
+    assert {"objective", "energy", "rss", "sigma_y", "affinity_loss", "seconds"} <= set(history.columns)
+    assert uns["params"]["library_key"] == "fov" and uns["params"]["lambda_sigma"] == 1e-4
+
+
+def test_same_seed_same_result(small):
+    a = sf.tl.spicemix(small, 5, library_key="fov", max_iter=3, copy=True)
+    b = sf.tl.spicemix(small, 5, library_key="fov", max_iter=3, copy=True)
+    assert np.array_equal(a.obsm["X_spicemix"], b.obsm["X_spicemix"])
+    assert np.array_equal(a.uns["spicemix"]["affinity"], b.uns["spicemix"]["affinity"])
+
+
+def _ari(adata, basis, k=8):
+    sf.tl.cluster_latent(adata, basis, n_clusters=k, reference_key="cell_type", key_added="c")
+    return adata.uns["c"]["ari"]
+
+
+@pytest.mark.parametrize(("sigma_y", "sigma_x"), SCENARIOS)
+def test_spicemix_beats_nmf_on_the_simulated_cortex(sigma_y, sigma_x):
+    adata = _cortex(n_fovs=2, n_cells=500, sigma_y=sigma_y, sigma_x=sigma_x)
+    sf.tl.spicemix(adata, 10, library_key="fov", max_iter=12, tol=None)
+    nmf = NMF(10, init="nndsvda", max_iter=500, random_state=0)
+    adata.obsm["X_nmf"] = nmf.fit_transform(adata.X)
+    ari_spicemix, ari_nmf = _ari(adata, "X_spicemix"), _ari(adata, "X_nmf")
+    assert ari_spicemix > ari_nmf + 0.05
+    # The learned metagenes match the true ones better than NMF's components do.
+    true = np.asarray(adata.varm["metagenes_true"])
+
+    def matched(m):
+        c = np.corrcoef(m.T, true.T)[: m.shape[1], m.shape[1] :]
+        rows, cols = linear_sum_assignment(c, maximize=True)
+        return np.sort(c[rows, cols])
+
+    ours, theirs = matched(adata.varm["spicemix_metagenes"]), matched(nmf.components_.T)
+    print(f"ARI {ari_spicemix:.3f} vs {ari_nmf:.3f}; metagene r {np.round(ours, 2)} vs {np.round(theirs, 2)}")
+    assert np.median(ours) > 0.8 and ours[-5:].min() > 0.9
+    assert np.median(ours) >= np.median(theirs) - 0.02
+
+
+def test_range_of_factors_picks_k_by_stability(small):
+    adata = small.copy()
+    sf.tl.spicemix(adata, [4, 6], library_key="fov", max_iter=2, n_replicates=3, n_jobs=1)
+    table = adata.uns["spicemix"]["instability"]
+    assert list(table["K"]) == [4, 6] and (table["n_replicates"] == 3).all()
+    assert adata.uns["spicemix"]["k"] == int(table.loc[table["mean"].idxmin(), "K"])
+    assert adata.obsm["X_spicemix"].shape[1] == adata.uns["spicemix"]["k"]
+
+
+def test_isolated_cells_are_allowed(small):
+    adata = small.copy()
+    a = adata.obsp["spatial_connectivities"].tolil()
+    a[0, :] = 0
+    a[:, 0] = 0
+    adata.obsp["spatial_connectivities"] = a.tocsr()
+    sf.tl.spicemix(adata, 4, library_key="fov", max_iter=2)
+    assert np.isfinite(adata.obsm["X_spicemix"]).all()
+
+
+def _assert_unchanged(a, b):
+    assert a.obs.equals(b.obs) and a.var.equals(b.var)
+    assert set(a.obsm) == set(b.obsm) and set(a.varm) == set(b.varm) and set(a.uns) == set(b.uns)
+    assert set(a.obsp) == set(b.obsp) and set(a.layers) == set(b.layers)
+    np.testing.assert_array_equal(a.X, b.X)
+    for key in a.obsp:
+        assert (a.obsp[key] != b.obsp[key]).nnz == 0
+
+
+def _set(adata, key, value):
+    adata.obsp[key] = value
+
+
+def _add_self_loop(adata):
+    a = adata.obsp["spatial_connectivities"].tolil()
+    a[0, 0] = 1.0
+    adata.obsp["spatial_connectivities"] = a.tocsr()
+
+
+def _make_asymmetric(adata):
+    a = adata.obsp["spatial_connectivities"].tolil()
+    j = a.rows[0][0]
+    a[0, j] = 0.0
+    adata.obsp["spatial_connectivities"] = a.tocsr()
+
+
+def _cross_fov_edge(adata):
+    a = adata.obsp["spatial_connectivities"].tolil()
+    other = int(np.flatnonzero(adata.obs["fov"].to_numpy() != adata.obs["fov"].iloc[0])[0])
+    a[0, other] = a[other, 0] = 1.0
+    adata.obsp["spatial_connectivities"] = a.tocsr()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "kwargs", "error", "match"),
+    [
+        (lambda a: a.obsp.pop("spatial_connectivities"), {}, KeyError, "sq.gr.spatial_neighbors_delaunay"),
+        (lambda a: _set(a, "spatial_connectivities", sp.eye(a.n_obs + 1).tocsr()), {}, ValueError, "has shape"),
+        (_add_self_loop, {}, ValueError, "self-loops"),
+        (_make_asymmetric, {}, ValueError, "not symmetric"),
+        (_cross_fov_edge, {}, ValueError, "edges between fields of view"),
+        (lambda a: a.X.__setitem__((0, 0), -1.0), {}, ValueError, "negative values"),
+        (lambda a: a.X.__setitem__((0, 0), np.nan), {}, ValueError, "NaN or infinite"),
+        (None, {"n_factors": 1}, ValueError, "`n_factors` must be at least 2"),
+        (None, {"n_factors": 1000}, ValueError, "at most 100"),
+        (None, {"n_factors": []}, ValueError, "`n_factors` is empty"),
+        (None, {"n_factors": [3, 4], "n_replicates": 1}, ValueError, "`n_replicates` must be at least 2"),
+        (None, {"lambda_sigma": -1.0}, ValueError, "`lambda_sigma` must be >= 0"),
+        (None, {"lambda_x": float("nan")}, ValueError, "`lambda_x` must be >= 0"),
+        (None, {"library_key": "cell_type_str"}, TypeError, "must be categorical"),
+        (None, {"library_key": "missing"}, KeyError, "not a column"),
+        (None, {"layer": "counts"}, KeyError, "Layer 'counts' not found"),
+        (None, {"solver": "gurobi"}, ValueError, "`solver` must be one of"),
+        (None, {"connectivity_key": "knn"}, KeyError, "build the spatial graph first"),
+    ],
+)
+def test_bad_input_leaves_adata_unchanged(small, mutate, kwargs, error, match):
+    adata = small.copy()
+    adata.X = np.asarray(adata.X, dtype=np.float64).copy()
+    adata.obs["cell_type_str"] = adata.obs["cell_type"].astype(str)
+    if mutate is not None:
+        mutate(adata)
+    before = adata.copy()
+    with pytest.raises(error, match=match):
+        sf.tl.spicemix(adata, **{"n_factors": 4, "library_key": "fov", "max_iter": 2, **kwargs})
+    _assert_unchanged(adata, before)
+
+
+def test_spatialdata_input(small):
+    from spatialdata import SpatialData
+
+    sdata = SpatialData(tables={"cells": small.copy()})
+    sf.tl.spicemix(sdata, 4, library_key="fov", max_iter=2, table_key="cells")
+    assert sdata.tables["cells"].obsm["X_spicemix"].shape == (small.n_obs, 4)
