@@ -1,0 +1,208 @@
+"""SpiceMix: this package versus the authors' reference implementation, in one run.
+
+Datasets (the same data and K for both):
+
+- ``synthetic``: the reference repository's own simulated cortex, fields of view 0-3
+  (4 x 500 cells x 100 genes, K = 10, lambda_Sigma = 1e-4: its published run), read from an
+  ``.npz`` export of its text files (``Y{r}``, ``edges{r}``, ``labels{r}`` for r = 0..3);
+- ``starmap``: STARmap visual cortex (../shared/data/starmap_visual_1020), the 930 cells with
+  200 < total counts <= 3000, 1e4 per cell + log1p, Delaunay graph with edges up to 600 px
+  (squidpy), K = 20, lambda_Sigma = 1e-4;
+- ``simulate_cortex``: this package's simulator (4 x 500 x 100, sigma_y = 0.02, sigma_x = 1),
+  ours only, with plain NMF's ARI for comparison.
+
+ARI: Ward clustering of the L1-normalised latent states into the number of reference labels.
+Every run is a fresh subprocess on one thread (peak RSS is its own). The reference runs
+through a harness script of your own that imports the reference package and prints one JSON
+object (keys ``init_seconds``, ``seconds_per_iteration``, ``total_seconds``, ``peak_rss_gb``,
+``ari``); it is not part of this repository (no reference code is), see the issue notes.
+
+Usage::
+
+    python benchmarks/spicemix_speed.py --iterations 30 \\
+        [--reference-python REF/.venv/bin/python --reference-runner REF/run_reference.py \\
+         --synthetic-npz REF/export/synthetic_cortex.npz]
+
+The table is printed and written to ``benchmarks/results/spicemix.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _load(name: str, npz: str | None):
+    """Return (Y, adjacency, groups, labels, K) for a dataset."""
+    import scipy.sparse as sp
+
+    if name == "synthetic":
+        d = np.load(npz)
+        ys, blocks, labels, groups = [], [], [], []
+        for r in range(4):
+            y, e = d[f"Y{r}"], d[f"edges{r}"]
+            a = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(len(y), len(y))).tocsr()
+            blocks.append(((a + a.T) > 0).astype(float))
+            ys.append(y)
+            labels += [str(v) for v in d[f"labels{r}"]]
+            groups += [r] * len(y)
+        return np.vstack(ys), sp.block_diag(blocks).tocsr(), np.array(groups), np.array(labels), 10
+    if name == "starmap":
+        import anndata as ad
+        import pandas as pd
+        import scanpy as sc
+        import squidpy as sq
+
+        base = SHARED / "starmap_visual_1020"
+        counts = np.loadtxt(base / "cell_barcode_count.csv", delimiter=",")
+        coords = pd.read_csv(base / "Centriods_extracted.csv", sep=" ").to_numpy(dtype=float)
+        labels = pd.read_csv(base / "class_labels.csv")
+        keep = (counts.sum(1) > 200) & (counts.sum(1) <= 3000)
+        adata = ad.AnnData(counts[keep], obsm={"spatial": coords[keep]})
+        sc.pp.normalize_total(adata, target_sum=1e4)
+        sc.pp.log1p(adata)
+        sq.gr.spatial_neighbors_delaunay(adata)
+        a = adata.obsp["spatial_connectivities"].multiply(adata.obsp["spatial_distances"] <= 600).tocsr()
+        a.eliminate_zeros()
+        return adata.X, a, None, labels["ClusterName"].to_numpy()[keep], 20
+    import squidpy as sq
+
+    import spatialfactors as sf
+
+    adata = sf.datasets.simulate_cortex(n_fovs=4, n_cells=500, random_state=0)
+    sq.gr.spatial_neighbors_delaunay(adata, library_key="fov")
+    groups = adata.obs["fov"].cat.codes.to_numpy()
+    return adata.X, adata.obsp["spatial_connectivities"], groups, adata.obs["cell_type"].astype(str).to_numpy(), 10
+
+
+def _ari(x: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    z = x / np.maximum(x.sum(1, keepdims=True), 1e-300)
+    pred = AgglomerativeClustering(len(np.unique(labels)), linkage="ward").fit_predict(z)
+    return float(adjusted_rand_score(labels, pred))
+
+
+def _measure_ours(args: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from spatialfactors.models.hmrf import fit_hmrf
+
+    y, a, groups, labels, k = _load(args["data"], args.get("npz"))
+    t0 = time.perf_counter()
+    res = fit_hmrf(y, a, k, groups=groups, max_iter=args["iterations"], tol=None, lambda_sigma=1e-4)
+    total = time.perf_counter() - t0
+    seconds = res.history["seconds"].to_numpy()
+    out = {
+        "init_seconds": float(seconds[0]),
+        "seconds_per_iteration": np.diff(seconds).tolist(),
+        "total_seconds": total,
+        "ari": _ari(res.X, labels),
+    }
+    if args["data"] == "simulate_cortex":
+        from sklearn.decomposition import NMF
+
+        w = NMF(k, init="nndsvda", max_iter=1000, random_state=0).fit_transform(y)
+        out["nmf_ari"] = _ari(w, labels)
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def _run(cmd: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ours(data: str, iterations: int, npz: str | None) -> dict:
+    args = json.dumps({"data": data, "iterations": iterations, "npz": npz})
+    return _run([sys.executable, __file__, "--measure", args])
+
+
+def _reference(python: str, runner: str, data: str, iterations: int, k: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [python, "-W", "ignore", runner, "--data", data, "--K", str(k), "--iterations", str(iterations)]
+        cmd += ["--lambda-sigma", "1e-4", "--warmup", "--quiet", "--out", str(out)]
+        if data == "starmap":
+            cmd += ["--starmap-dir", str(SHARED / "starmap_visual_1020")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference {data} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--measure", default=None)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--reference-python", default=None)
+    parser.add_argument("--reference-runner", default=None)
+    parser.add_argument("--synthetic-npz", default=None)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(_measure_ours(json.loads(args.measure))))
+        return
+    n = args.iterations
+    lines = [
+        "# SpiceMix benchmark",
+        "",
+        f"Machine: {platform.machine()}, 2 cores, one thread per run; run {time.strftime('%Y-%m-%d')}; "
+        f"{n} iterations after the initialisation, lambda_Sigma = 1e-4. Reference: ma-compbio/SpiceMix "
+        "(PyTorch version, CPU, float64). Ours: `spatialfactors.models.hmrf.fit_hmrf` (defaults).",
+        "",
+        "| data | method | init (s) | per iteration (s) | total (s) | speed-up | peak RSS (GB) | ARI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    datasets = ["synthetic", "starmap"] if args.synthetic_npz else ["starmap"]
+    datasets.append("simulate_cortex")
+    for data in datasets:
+        k = 20 if data == "starmap" else 10
+        ours = _ours(data, n, args.synthetic_npz)
+        print(f"ours {data}: {ours['total_seconds']:.1f} s, ARI {ours['ari']:.3f}", flush=True)
+        rows = [("ours", ours)]
+        if args.reference_python and data != "simulate_cortex":
+            ref = _reference(args.reference_python, args.reference_runner, data, n, k)
+            print(f"reference {data}: {ref['total_seconds']:.1f} s, ARI {ref['ari']:.3f}", flush=True)
+            rows.insert(0, ("reference", ref))
+        base = rows[0][1]
+        for name, res in rows:
+            per_it = float(np.mean(res["seconds_per_iteration"]))
+            loop = sum(res["seconds_per_iteration"]) + res["init_seconds"]
+            ref_loop = sum(base["seconds_per_iteration"]) + base["init_seconds"]
+            ratio = f"{ref_loop / loop:.1f}x" if name == "ours" and base is not res else "1x"
+            lines.append(
+                f"| {data} (K = {k}) | {name} | {res['init_seconds']:.1f} | {per_it:.3f} | {loop:.1f} | {ratio} "
+                f"| {res['peak_rss_gb']:.2f} | {res['ari']:.3f} |"
+            )
+        if "nmf_ari" in ours:
+            lines.append(f"| {data} (K = {k}) | scikit-learn NMF | | | | | | {ours['nmf_ari']:.3f} |")
+    lines += [
+        "",
+        "Totals are initialisation plus iterations (data loading excluded). The reference's initialisation is "
+        "Louvain clustering + 10 NMF rounds (its current code); ours is k-means + 5 (the paper's Algorithm 1).",
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "spicemix.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
