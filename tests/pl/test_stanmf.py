@@ -86,7 +86,7 @@ def test_plot_errors(voxels, call, error, match):
 
 
 def test_missing_sweep_and_graph_messages(voxels):
-    with pytest.raises(KeyError, match="written by a `sf.tl.stanmf` sweep"):
+    with pytest.raises(KeyError, match="written by a sweep over K"):
         sf.pl.instability(voxels, show=False)
     with pytest.raises(KeyError, match="spatial_neighbors_delaunay"):
         sf.pl.morans_i(voxels, show=False)

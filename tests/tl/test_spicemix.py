@@ -129,11 +129,17 @@ def _cross_fov_edge(adata):
     adata.obsp["spatial_connectivities"] = a.tocsr()
 
 
+def test_wrong_shaped_graph_is_refused_by_anndata(small):
+    # AnnData itself refuses an .obsp matrix of the wrong shape, so no tool can receive one.
+    with pytest.raises(ValueError, match="shape"):
+        small.copy().obsp["spatial_connectivities"] = sp.eye(small.n_obs + 1).tocsr()
+
+
 @pytest.mark.parametrize(
     ("mutate", "kwargs", "error", "match"),
     [
         (lambda a: a.obsp.pop("spatial_connectivities"), {}, KeyError, "sq.gr.spatial_neighbors_delaunay"),
-        (lambda a: _set(a, "spatial_connectivities", sp.eye(a.n_obs + 1).tocsr()), {}, ValueError, "has shape"),
+        (lambda a: _set(a, "spatial_connectivities", -a.obsp["spatial_connectivities"]), {}, ValueError, "negative"),
         (_add_self_loop, {}, ValueError, "self-loops"),
         (_make_asymmetric, {}, ValueError, "not symmetric"),
         (_cross_fov_edge, {}, ValueError, "edges between fields of view"),
