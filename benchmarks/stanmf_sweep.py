@@ -137,7 +137,7 @@ def _measure(task: str, args: dict) -> dict:
             from spatialfactors.models._operator import DataOperator
             from spatialfactors.models.stanmf import COMPRESS_OVERSAMPLE, _compressed_data
 
-            exact = DataOperator(x, dtype="float32")
+            exact = DataOperator(x, dtype="float32", copy_unaligned=False)  # as the sweep does
             comp = exact.compress(args["compress"]).ordered()
             part = comp.truncate(min(args["compress"], args["k"] + COMPRESS_OVERSAMPLE))
             data = _compressed_data(part, kwargs, "float32", "cpu")

@@ -49,12 +49,28 @@ class DataOperator:
         Working precision.
     device
         Torch device.
+    copy_unaligned
+        A dense ``X`` whose buffer is not 64-byte aligned (numpy's large arrays usually are
+        not) is copied once so that every product sees aligned memory (bit-identical results
+        in every process). ``False`` keeps ``X`` as it is and streams it through an aligned
+        block buffer in each product instead: no second copy of ``X``, for the few products
+        of a compression.
     """
 
-    def __init__(self, X, *, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu"):
+    _BLOCK = 4096  # rows per aligned block when streaming
+
+    def __init__(
+        self,
+        X,
+        *,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        copy_unaligned: bool = True,
+    ):
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device)
         self.shape = tuple(X.shape)
+        self._stream = False
         if sp.issparse(X):
             csr = sp.csr_matrix(X)
             self._x = _to_torch_csr(csr, self.dtype, self.device)
@@ -63,7 +79,9 @@ class DataOperator:
             sq = np.asarray(csr.multiply(csr).sum(axis=0)).ravel()
             sums = np.asarray(csr.sum(axis=0)).ravel()
         else:
-            self._x = aligned_tensor(X, self.dtype, self.device)
+            t = torch.as_tensor(np.asarray(X), device=self.device).to(self.dtype)
+            self._stream = not copy_unaligned and t.data_ptr() % 64 != 0
+            self._x = t if self._stream else aligned_tensor(X, self.dtype, self.device)
             self._xt = None
             self.sparse = False
             # Accumulated in float64 over blocks of rows: no full-size float64 copy of X.
@@ -78,20 +96,38 @@ class DataOperator:
         self.col_sq_norms = torch.as_tensor(sq, dtype=torch.float64, device=self.device)
         self.col_sums = torch.as_tensor(sums, dtype=torch.float64, device=self.device)
 
+    def _blocks(self):
+        """Row blocks of ``X`` copied into one aligned buffer (streaming mode)."""
+        buf = torch.empty((min(self._BLOCK, self.shape[0]), self.shape[1]), dtype=self.dtype, device=self.device)
+        for start in range(0, self.shape[0], self._BLOCK):
+            stop = min(start + self._BLOCK, self.shape[0])
+            yield start, stop, buf[: stop - start].copy_(self._x[start:stop])
+
     def matmul(self, m: torch.Tensor) -> torch.Tensor:
         """``X @ m`` for ``m`` of shape (n_vars, c)."""
+        if self._stream:
+            out = torch.empty((self.shape[0], m.shape[1]), dtype=self.dtype, device=self.device)
+            for start, stop, block in self._blocks():
+                out[start:stop] = block @ m
+            return out
         return self._x @ m
 
     def rmatmul(self, m: torch.Tensor) -> torch.Tensor:
         """``m @ X`` for ``m`` of shape (c, n_obs)."""
         if self.sparse:
             return (self._xt @ m.T).T
+        if self._stream:
+            m = m.contiguous()
+            out = torch.zeros((m.shape[0], self.shape[1]), dtype=self.dtype, device=self.device)
+            for start, stop, block in self._blocks():
+                out += m[:, start:stop] @ block
+            return out
         return m @ self._x
 
     def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs), into ``out`` if given."""
-        if self.sparse:
-            res = (self._x @ m.T).T
+        if self.sparse or self._stream:
+            res = self.matmul(m.T).T
             return res.contiguous() if out is None else out.copy_(res)
         return torch.matmul(m, self._x.T, out=out)
 

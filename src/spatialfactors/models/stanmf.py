@@ -194,7 +194,8 @@ def stability_sweep(
     if compress:
         # One compression for the whole sweep, in the singular basis of B, so that K components
         # use its leading K + 20 directions (products cost in proportion to that rank).
-        exact = DataOperator(X, dtype=dtype, device=device)
+        # X is streamed through an aligned buffer, not copied: the compression needs few products.
+        exact = DataOperator(X, dtype=dtype, device=device, copy_unaligned=False)
         comp = exact.compress(compress, seed=seed).ordered()
         compression_error = comp.relative_error(exact)
         for k in ks:
