@@ -298,8 +298,8 @@ def main() -> None:
             f"- reference: {ref_s / 3600:.1f} h (linear in K from its K = 11 fit)",
             f"- ours, compressed r={args.compress}: {ours_s / 3600:.2f} h (compression + fits + instability), "
             f"{ref_s / ours_s:.0f}x faster; peak memory {peak:.2f} GB in the main process plus "
-            f"{worker:.2f} GB per worker, input {c11['data_gb']:.2f} GB ({peak / c11['data_gb']:.1f}x; the K = 11 row's "
-            "peak includes exact fits of the accuracy check, not part of the sweep)",
+            f"{worker:.2f} GB per worker, input {c11['data_gb']:.2f} GB ({peak / c11['data_gb']:.1f}x; "
+            "the K = 11 row's peak includes exact fits of the accuracy check, not part of the sweep)",
         ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
