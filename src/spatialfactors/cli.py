@@ -21,10 +21,20 @@ def _parse_components(text: str) -> int | list[int]:
         raise argparse.ArgumentTypeError(f"expected K, START:STOP or K1,K2,...; got {text!r}") from None
 
 
-def _stanmf_figures(adata, out: Path, key: str = "stanmf", library_key: str | None = None) -> list[Path]:
-    """Write the staNMF figures that the result supports; return their paths."""
+def _write_figures(figures: dict, out: Path) -> list[Path]:
+    """Draw every ``{file name: draw(path)}`` into ``out``, closing each figure; return the paths."""
     import matplotlib.pyplot as plt
 
+    written = []
+    for name, draw in figures.items():
+        draw(out / name)
+        written.append(out / name)
+        plt.close("all")
+    return written
+
+
+def _stanmf_figures(adata, out: Path, key: str = "stanmf", library_key: str | None = None) -> list[Path]:
+    """Write the staNMF figures that the result supports; return their paths."""
     from . import pl
 
     figures = {"stanmf_patterns.png": lambda p: pl.patterns(adata, key, library_key=library_key, save=p, show=False)}
@@ -35,12 +45,7 @@ def _stanmf_figures(adata, out: Path, key: str = "stanmf", library_key: str | No
     figures["stanmf_patterns_per_gene.png"] = lambda p: pl.patterns_per_gene(adata, key, save=p, show=False)
     if "morans_i" in uns:
         figures["stanmf_morans_i.png"] = lambda p: pl.morans_i(adata, key, save=p, show=False)
-    written = []
-    for name, draw in figures.items():
-        draw(out / name)
-        written.append(out / name)
-        plt.close("all")
-    return written
+    return _write_figures(figures, out)
 
 
 def _stanmf(args: argparse.Namespace) -> int:
@@ -81,8 +86,6 @@ def _stanmf(args: argparse.Namespace) -> int:
 
 def _spicemix_figures(adata, out: Path, key: str = "spicemix", library_key=None, groupby=None) -> list[Path]:
     """Write the SpiceMix figures that the result supports; return their paths."""
-    import matplotlib.pyplot as plt
-
     from . import pl
 
     figures = {
@@ -97,12 +100,7 @@ def _spicemix_figures(adata, out: Path, key: str = "spicemix", library_key=None,
         figures["spicemix_metagene_expression.png"] = lambda p: pl.metagene_expression(
             adata, f"X_{key}", groupby=groupby, save=p, show=False
         )
-    written = []
-    for name, draw in figures.items():
-        draw(out / name)
-        written.append(out / name)
-        plt.close("all")
-    return written
+    return _write_figures(figures, out)
 
 
 def _spicemix(args: argparse.Namespace) -> int:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ import scipy.sparse as sp
 import torch
 
 from ._logpartition import LogSimplexIntegral
-from ._operator import resolve_dtype
+from ._operator import _to_torch_csr, resolve_dtype
 from ._threads import one_thread
 from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
 
@@ -176,19 +175,6 @@ def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
     return [np.flatnonzero(labels == c) for c in range(labels.max() + 1 if len(labels) else 0)]
 
 
-def _sparse(m: sp.spmatrix, dtype, device) -> torch.Tensor:
-    m = sp.csr_matrix(m)
-    m.sort_indices()
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta; its products with dense are what we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.as_tensor(m.indptr, dtype=torch.int64),
-            torch.as_tensor(m.indices, dtype=torch.int64),
-            torch.as_tensor(m.data, dtype=dtype),
-            size=m.shape,
-        ).to(device)
-
-
 class _Fit:
     """State and updates of one SpiceMix fit (tensors on one device and dtype)."""
 
@@ -199,9 +185,9 @@ class _Fit:
         self.lambda_x, self.lambda_sigma, self.solver = lambda_x, lambda_sigma, solver
         self.dtype, self.device = dtype, device
         adjacency = sp.csr_matrix(adjacency, dtype=np.float64)
-        self.adj = _sparse(adjacency, dtype, device)
+        self.adj = _to_torch_csr(adjacency, dtype, device)
         self.classes = [torch.as_tensor(c, device=device) for c in colour_classes(adjacency)]
-        self.class_adj = [_sparse(adjacency[c.cpu().numpy()], dtype, device) for c in self.classes]
+        self.class_adj = [_to_torch_csr(adjacency[c.cpu().numpy()], dtype, device) for c in self.classes]
         degree = np.asarray(adjacency.sum(1)).ravel()
         self.has_nb = torch.as_tensor(degree > 0, device=device)
         self.n_edges = float(degree.sum())
@@ -363,6 +349,23 @@ class _Fit:
         }
 
 
+def group_scale(totals: np.ndarray, codes: np.ndarray, target: float) -> np.ndarray:
+    """Factor per group that brings its mean total per cell to ``target`` (the paper: K).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.hmrf import group_scale
+    >>> group_scale(np.array([1.0, 3.0, 10.0]), np.array([0, 0, 1]), 4).tolist()
+    [2.0, 0.4]
+    """
+    scale = np.ones(codes.max() + 1)
+    for r in range(len(scale)):
+        mean = totals[codes == r].mean()
+        scale[r] = target / mean if mean > 0 else 1.0
+    return scale
+
+
 def _kmeans_metagenes(y: np.ndarray, k: int, random_state: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
@@ -464,12 +467,8 @@ def fit_hmrf(
     n, g = y.shape
     groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
     _, codes = np.unique(groups, return_inverse=True)
-    scale = np.ones(codes.max() + 1)
-    if rescale:
-        for r in range(len(scale)):
-            total = y[codes == r].sum(1).mean()
-            scale[r] = n_factors / total if total > 0 else 1.0
-        y = y * scale[codes][:, None]
+    scale = group_scale(y.sum(1), codes, n_factors) if rescale else np.ones(codes.max() + 1)
+    y = y * scale[codes][:, None]
     start = time.perf_counter()
     with one_thread() if torch.device(device).type == "cpu" else nullcontext():
         fit = _Fit(

@@ -15,6 +15,7 @@ from spatialfactors._validation import (
     _extract_adata,
     _get_matrix,
 )
+from spatialfactors.models.hmrf import group_scale
 
 
 def normalize_spicemix(
@@ -88,11 +89,7 @@ def normalize_spicemix(
     values = scratch.X
     if n_factors is not None:
         codes = target.obs[library_key].cat.codes.to_numpy() if library_key is not None else np.zeros(len(totals), int)
-        row_totals = np.asarray(values.sum(axis=1)).ravel()
-        factors = np.ones(len(totals))
-        for code in np.unique(codes):
-            mask = codes == code
-            factors[mask] = n_factors / row_totals[mask].mean()
+        factors = group_scale(np.asarray(values.sum(axis=1)).ravel(), codes, n_factors)[codes]
         values = sp.csr_matrix(values.multiply(factors[:, None])) if sp.issparse(values) else values * factors[:, None]
     if layer is None:
         target.X = values
