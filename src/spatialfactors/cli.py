@@ -197,7 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
             connectivity_key="spatial_connectivities",
             edges_width=0.3,
             size=15,
-            save=path,
+            save=path.resolve(),  # squidpy puts relative paths under scanpy's figdir
         ),
         "true_metagenes.png": lambda path: pl.metagenes(
             adata, "X_true", components=[0, 2, 4, 5, 6, 7], library_key="fov", normalize=True, save=path, show=False
