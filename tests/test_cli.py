@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -7,8 +8,10 @@ import numpy as np
 from spatialfactors.cli import main
 
 
-def test_demo_writes_h5ad_and_figures(tmp_path, capsys):
-    out = tmp_path / "demo"
+def test_demo_writes_h5ad_and_figures(tmp_path, capsys, monkeypatch):
+    # A relative --output, as in the README: every figure must land inside it.
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo")
     args = ["demo", "-o", str(out), "--n-fovs", "2", "--n-cells", "120", "--n-genes", "40"]
     assert main([*args, "--n-components", "3:6", "--replicates", "3", "--n-factors", "5", "--spicemix-iter", "3"]) == 0
     printed = capsys.readouterr().out
