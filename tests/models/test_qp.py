@@ -76,6 +76,31 @@ def test_simplex_columns_qp_equals_cvxpy():
     assert (ours >= 0).all()
 
 
+@pytest.mark.parametrize("case", ["sparse", "singular"])
+def test_simplex_columns_qp_exact_on_hard_cases(case):
+    # sparse: latent states with many zeros and a sparse truth, so most rows have small free
+    # sets (the dual Newton path); singular: an unused metagene makes A singular (fallback).
+    rng = np.random.default_rng(5)
+    x = rng.gamma(0.3, size=(300, 8))
+    if case == "singular":
+        x[:, 3] = 0
+    y = x @ rng.dirichlet(np.full(60, 0.2), size=8) + 0.01 * rng.random((300, 60))
+    a, b = x.T @ x, y.T @ x
+    start = torch.full((60, 8), 1 / 60, dtype=torch.float64)
+    ours = simplex_columns_qp(torch.tensor(a), torch.tensor(b), start).numpy()
+    ref = simplex_columns_qp_cvxpy(a, b)
+
+    def f(m):
+        return 0.5 * np.trace(m @ a @ m.T) - (m * b).sum()
+
+    assert f(ours) - f(ref) <= 1e-6 * abs(f(ref))
+    np.testing.assert_allclose(ours.sum(0), 1, atol=1e-12)
+    assert (ours >= 0).all()
+    # warm start from the answer returns the answer
+    again = simplex_columns_qp(torch.tensor(a), torch.tensor(b), torch.tensor(ours)).numpy()
+    assert f(again) <= f(ours) + 1e-9 * abs(f(ours))
+
+
 def test_project_simplex_is_the_closest_point():
     rng = np.random.default_rng(4)
     v = torch.tensor(rng.normal(size=(200, 5)), dtype=torch.float64)

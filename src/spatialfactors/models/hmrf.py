@@ -15,10 +15,11 @@ residual; ``S = 0``. Then every iteration:
 1. ``X`` by iterated conditional modes on eq. 9: with the neighbours fixed, cell ``i``
    minimises ``||y_i - s M z||^2 / (2 sigma_y^2) + lambda_x s + z^T S nu_i`` over its scale
    ``s >= 0`` (closed form) and proportions ``z`` on the simplex (a K-dimensional quadratic
-   program solved exactly, :func:`~spatialfactors.models.qp.batched_qp`), alternated to
-   convergence; ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of
+   program solved exactly, :func:`~spatialfactors.models.qp.batched_qp`), alternated until
+   the states move by less than 1e-6 of the largest scale (every alternation lowers eq. 9); ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of
    a greedy colouring of the graph share no edge, so each colour class is one batched update.
-2. ``M`` by its quadratic program with columns on the simplex (eq. 12, metagene part).
+2. ``M`` by its quadratic program with columns on the simplex (eq. 12, metagene part),
+   solved exactly through its dual (:func:`~spatialfactors.models.qp.simplex_columns_qp`).
 3. ``sigma_y^2`` in closed form, the mean squared residual.
 4. ``S`` by Adam on the pseudo-likelihood objective (eqs. 7, 12)
    ``L(S) = (1/|E|) sum_i [z_i^T S nu_i + log C(S nu_i)] + lambda_Sigma ||S||_F^2`` with the
@@ -239,7 +240,7 @@ class _Fit:
         num = (b * z).sum(1) - self.lambda_x * self.sigma2
         return torch.where(quad > 0, num / quad.clamp_min(1e-300), 0.0).clamp_min(0)
 
-    def x_icm(self, max_inner: int = 50, rtol: float = 1e-9) -> None:
+    def x_icm(self, max_inner: int = 50, rtol: float = 1e-6) -> None:
         """One ICM sweep: every colour class in turn, neighbours fixed (eq. 9)."""
         q_mat = self.m.T @ self.m
         ym = self.y @ self.m
@@ -424,7 +425,7 @@ def fit_hmrf(
         minimised to convergence) or ``"adam"`` (the paper's optimiser, a fixed budget of
         steps per iteration, state kept across iterations).
     affinity_steps, affinity_lr
-        Function evaluations (L-BFGS, default 25) or steps (Adam, default 100) per iteration at
+        Function evaluations (L-BFGS, default 10) or steps (Adam, default 100) per iteration at
         most; Adam's learning rate. The affinity starts from its previous value each iteration,
         so a few evaluations per iteration suffice.
     rescale
@@ -460,7 +461,7 @@ def fit_hmrf(
     if affinity_optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"`affinity_optimizer` must be 'lbfgs' or 'adam', got {affinity_optimizer!r}.")
     if affinity_steps is None:
-        affinity_steps = 25 if affinity_optimizer == "lbfgs" else 100
+        affinity_steps = 10 if affinity_optimizer == "lbfgs" else 100
     tdtype = resolve_dtype(dtype)
     y = Y.toarray() if sp.issparse(Y) else np.array(Y, dtype=np.float64)
     y = y.astype(np.float64)
