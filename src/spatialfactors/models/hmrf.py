@@ -16,12 +16,13 @@ residual; ``S = 0``. Then every iteration:
    minimises ``||y_i - s M z||^2 / (2 sigma_y^2) + lambda_x s + z^T S nu_i`` over its scale
    ``s >= 0`` (closed form) and proportions ``z`` on the simplex (a K-dimensional quadratic
    program solved exactly, :func:`~spatialfactors.models.qp.batched_qp`), alternated until
-   the states move by less than 1e-6 of the largest scale (every alternation lowers eq. 9); ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of
-   a greedy colouring of the graph share no edge, so each colour class is one batched update.
+   the states move by less than 1e-6 of the largest scale (every alternation lowers eq. 9);
+   ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of a greedy
+   colouring of the graph share no edge, so each colour class is one batched update.
 2. ``M`` by its quadratic program with columns on the simplex (eq. 12, metagene part),
    solved exactly through its dual (:func:`~spatialfactors.models.qp.simplex_columns_qp`).
 3. ``sigma_y^2`` in closed form, the mean squared residual.
-4. ``S`` by Adam on the pseudo-likelihood objective (eqs. 7, 12)
+4. ``S`` by L-BFGS (or the reference's Adam) on the pseudo-likelihood objective (eqs. 7, 12)
    ``L(S) = (1/|E|) sum_i [z_i^T S nu_i + log C(S nu_i)] + lambda_Sigma ||S||_F^2`` with the
    partition function ``C(eta)`` of the simplex computed exactly
    (:func:`log_simplex_integral`), ``|E|`` the number of (directed) edges, gradients
