@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from spatialfactors.models.hmrf import _Fit, _kmeans_metagenes, colour_classes, fit_hmrf, log_simplex_integral
+from spatialfactors.models.hmrf import _Fit, _initial_metagenes, colour_classes, fit_hmrf, log_simplex_integral
 
 
 def _log_c_mpmath(eta):
@@ -94,7 +94,7 @@ def small_tissue():
 def test_every_update_decreases_its_objective(small_tissue):
     y, a, _, _ = small_tissue
     fit = _Fit(torch.tensor(y), a, 3, lambda_x=1.0, lambda_sigma=1e-4, solver="fast", dtype=torch.float64, device="cpu")
-    fit.m = torch.tensor(_kmeans_metagenes(y, 3, 0))
+    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
     fit.x_plain()
     fit.m_step()
     fit.sigma_step()
@@ -145,7 +145,7 @@ def test_lbfgs_and_adam_reach_the_same_affinity_optimum(small_tissue):
         fit = _Fit(
             torch.tensor(y), a, 3, lambda_x=1.0, lambda_sigma=1e-2, solver="fast", dtype=torch.float64, device="cpu"
         )
-        fit.m = torch.tensor(_kmeans_metagenes(y, 3, 0))
+        fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
         fit.x_plain()
         fit.affinity_step(opt, steps, 5e-2)
         fits[opt] = (fit.affinity.clone(), fit.affinity_loss())

@@ -156,6 +156,15 @@ def test_wrong_shaped_graph_is_refused_by_anndata(small):
         (None, {"layer": "counts"}, KeyError, "Layer 'counts' not found"),
         (None, {"solver": "gurobi"}, ValueError, "`solver` must be one of"),
         (None, {"connectivity_key": "knn"}, KeyError, "build the spatial graph first"),
+        (None, {"init_key": "leiden"}, KeyError, "sc.tl.leiden"),
+        (None, {"init_key": "cell_type"}, ValueError, "clusters but n_factors = 4"),
+        (None, {"init_key": "cell_type", "n_factors": [3, 4]}, ValueError, "single `n_factors`"),
+        (
+            lambda a: a.obs.__setitem__("part", a.obs["cell_type"].where(np.arange(a.n_obs) > 0)),
+            {"init_key": "part"},
+            ValueError,
+            "missing values",
+        ),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(small, mutate, kwargs, error, match):
@@ -168,6 +177,17 @@ def test_bad_input_leaves_adata_unchanged(small, mutate, kwargs, error, match):
     with pytest.raises(error, match=match):
         sf.tl.spicemix(adata, **{"n_factors": 4, "library_key": "fov", "max_iter": 2, **kwargs})
     _assert_unchanged(adata, before)
+
+
+def test_init_key_starts_from_the_cluster_means(small):
+    adata = small.copy()
+    k = adata.obs["cell_type"].nunique()
+    sf.tl.spicemix(adata, k, library_key="fov", init_key="cell_type", init_iter=0, max_iter=0, rescale=False)
+    y = np.asarray(adata.X, dtype=np.float64)
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    means = np.stack([y[types == t].mean(0) for t in np.unique(types)], 1)
+    np.testing.assert_allclose(adata.varm["spicemix_metagenes"], means / means.sum(0), rtol=1e-12)
+    assert adata.uns["spicemix"]["params"]["init_key"] == "cell_type"
 
 
 def test_spatialdata_input(small):

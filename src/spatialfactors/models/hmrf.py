@@ -368,10 +368,22 @@ def group_scale(totals: np.ndarray, codes: np.ndarray, target: float) -> np.ndar
     return scale
 
 
-def _kmeans_metagenes(y: np.ndarray, k: int, random_state: int) -> np.ndarray:
-    from sklearn.cluster import KMeans
+def _initial_metagenes(y: np.ndarray, k: int, random_state: int, labels=None) -> np.ndarray:
+    """Cluster means normalised to the simplex: of k-means (Algorithm 1) or of given labels."""
+    if labels is None:
+        from sklearn.cluster import KMeans
 
-    centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
+        centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
+    else:
+        values, codes = np.unique(np.asarray(labels), return_inverse=True)
+        if len(codes) != len(y):
+            raise ValueError(f"`init_labels` has {len(codes)} entries, expected one per cell ({len(y)}).")
+        if len(values) != k:
+            raise ValueError(
+                f"`init_labels` has {len(values)} clusters, expected n_factors = {k}: the metagenes start "
+                "as the cluster means (e.g. tune `sc.tl.leiden`'s resolution to get K clusters)."
+            )
+        centres = np.stack([y[codes == c].mean(0) for c in range(k)], 1)
     sums = centres.sum(0)
     return np.where(sums > 0, centres / np.where(sums > 0, sums, 1), 1.0 / y.shape[1])
 
@@ -392,6 +404,7 @@ def fit_hmrf(
     affinity_lr: float = 1e-2,
     rescale: bool = True,
     random_state: int = 0,
+    init_labels=None,
     solver: str = "fast",
     dtype: str = "float64",
     device: str = "cpu",
@@ -434,6 +447,10 @@ def fit_hmrf(
         normalisation); the factors are returned in ``scale``.
     random_state
         Seed of the k-means initialisation.
+    init_labels
+        (N,) labels of a clustering with exactly ``n_factors`` clusters (e.g. Leiden, as the
+        authors' current code starts from Louvain): the metagenes start as its normalised
+        cluster means instead of k-means'.
     solver
         ``"fast"`` (batched exact active-set programs) or ``"cvxpy"`` (one cvxpy program per
         cell and for the metagenes; the reference, slow).
@@ -483,7 +500,8 @@ def fit_hmrf(
             dtype=tdtype,
             device=device,
         )
-        fit.m = torch.as_tensor(_kmeans_metagenes(y, n_factors, random_state), dtype=tdtype, device=device)
+        m0 = _initial_metagenes(y, n_factors, random_state, init_labels)
+        fit.m = torch.as_tensor(m0, dtype=tdtype, device=device)
         for _ in range(init_iter):
             fit.x_plain()
             fit.m_step()

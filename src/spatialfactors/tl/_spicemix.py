@@ -40,6 +40,7 @@ def spicemix(
     max_iter: int = 200,
     tol: float | None = 1e-6,
     init_iter: int = 5,
+    init_key: str | None = None,
     affinity_optimizer: Literal["lbfgs", "adam"] = "lbfgs",
     n_replicates: int = 10,
     metric: Literal["hungarian", "amari"] = "hungarian",
@@ -90,6 +91,10 @@ def spicemix(
         than ``tol`` (relative) over an iteration (``None``: run all).
     init_iter
         ``T0``, non-spatial alternations after the k-means start (the paper: 5).
+    init_key
+        ``.obs`` column with a clustering of exactly K clusters (e.g. from ``sc.tl.leiden``) to
+        start the metagenes from its cluster means instead of k-means (the authors' current
+        code starts from Louvain clusters). Only with a single ``n_factors``.
     affinity_optimizer
         ``"lbfgs"`` minimises the convex affinity objective to convergence each iteration;
         ``"adam"`` takes the paper's Adam steps.
@@ -158,6 +163,9 @@ def spicemix(
     _assert_nonnegative_finite(x, "The expression values" if layer is None else f"`adata.layers[{layer!r}]`")
     if library_key is not None:
         _assert_categorical(adata, library_key)
+    init_labels = None
+    if init_key is not None:
+        init_labels = _init_labels(adata, init_key, ks, sweep)
     graph = _get_graph(adata, connectivity_key, library_key)
     isolated = int((np.diff(graph.indptr) == 0).sum())
     if isolated:
@@ -205,6 +213,7 @@ def spicemix(
             k_best,
             groups=groups,
             random_state=random_state,
+            init_labels=init_labels,
             callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
             **fit_kwargs,
         )
@@ -226,6 +235,7 @@ def spicemix(
             "max_iter": int(max_iter),
             "tol": float(tol) if tol is not None else 0.0,
             "init_iter": int(init_iter),
+            "init_key": init_key if init_key is not None else "",
             "affinity_optimizer": affinity_optimizer,
             "n_replicates": int(n_replicates) if sweep else 0,
             "metric": metric,
@@ -245,3 +255,20 @@ def spicemix(
     ]
     _save_results(target, writes, start)
     return target if copy else None
+
+
+def _init_labels(adata: AnnData, init_key: str, ks: list[int], sweep: bool) -> np.ndarray:
+    if sweep:
+        raise ValueError("`init_key` needs a single `n_factors`: a clustering has one number of clusters.")
+    if init_key not in adata.obs:
+        raise KeyError(f"`adata.obs[{init_key!r}]` not found; compute a clustering first, e.g. `sc.tl.leiden(adata)`.")
+    labels = adata.obs[init_key]
+    if labels.isna().any():
+        raise ValueError(f"`adata.obs[{init_key!r}]` has missing values; every cell needs a cluster.")
+    n_clusters = labels.nunique()
+    if n_clusters != ks[0]:
+        raise ValueError(
+            f"`adata.obs[{init_key!r}]` has {n_clusters} clusters but n_factors = {ks[0]}; the metagenes start "
+            "as the cluster means, so the numbers must agree (tune the clustering's resolution)."
+        )
+    return labels.astype(str).to_numpy()

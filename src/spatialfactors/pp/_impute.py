@@ -1,0 +1,282 @@
+"""``sf.pp.impute_voxels``: spatial k-nearest-neighbour imputation of missing voxels, as the staNMF paper."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scanpy import logging as logg
+from sklearn.neighbors import NearestNeighbors
+
+from spatialfactors._validation import _assert_int_range, _extract_adata, _get_matrix, _save_results
+
+# Upper bound on the number of (pair, candidate) entries held at once, to bound memory.
+_BLOCK = 1 << 22
+
+
+def _sorted_candidates(tree: NearestNeighbors, coords: np.ndarray, rows: np.ndarray, m: int) -> np.ndarray:
+    """Return the ``m`` nearest voxels of each query row, nearest first, ties by index; ``-1`` where unsure.
+
+    A tree returns ties at its last distance in no defined order and may cut a tie group, so the
+    candidates at the row's last distance are kept only when ``m`` covers every voxel.
+    """
+    n = coords.shape[0]
+    dist, idx = tree.kneighbors(coords[rows], n_neighbors=m)
+    order = np.lexsort((idx, dist), axis=-1)
+    dist = np.take_along_axis(dist, order, axis=1)
+    idx = np.take_along_axis(idx, order, axis=1)
+    if m < n:
+        idx[dist >= dist[:, -1:]] = -1
+    return idx
+
+
+def _knn_fill(
+    coords: np.ndarray,
+    values: np.ndarray,
+    missing: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    n_neighbors: int,
+) -> np.ndarray:
+    """Predict ``values[rows, cols]`` from the ``n_neighbors`` nearest voxels observed in the same column.
+
+    The neighbours of voxel i for gene j are the voxels with ``~missing[:, j]``, ordered by
+    Euclidean distance in ``coords`` and then by index; the prediction is their mean (summed in
+    float64, nearest first). A gene with fewer than ``n_neighbors`` observed voxels predicts the
+    mean of all of them. One tree serves all genes: the candidate lists of the query voxels are
+    shared and widened (x4) only for the pairs that did not find enough observed voxels.
+    """
+    n = coords.shape[0]
+    k = n_neighbors
+    pred = np.empty(len(rows), dtype=np.float64)
+    if len(rows) == 0:
+        return pred
+    n_observed = n - missing.sum(axis=0)
+    # Fewer observed voxels than k: the k-nearest rule degenerates to the mean of all observed ones.
+    few = n_observed[cols] < k
+    if few.any():
+        for j in np.unique(cols[few]):
+            sel = few & (cols == j)
+            pred[sel] = values[~missing[:, j], j].sum(dtype=np.float64) / n_observed[j]
+    tree = NearestNeighbors().fit(coords)
+    # Pairs sorted by voxel so that a block of pairs needs few distinct tree queries.
+    pending = np.flatnonzero(~few)
+    pending = pending[np.argsort(rows[pending], kind="stable")]
+    m = min(n, max(32, 4 * (k + 1)))
+    while len(pending):
+        unresolved = []
+        step = max(1, _BLOCK // m)
+        for start in range(0, len(pending), step):
+            pairs = pending[start : start + step]
+            uniq, inv = np.unique(rows[pairs], return_inverse=True)
+            cand = _sorted_candidates(tree, coords, uniq, m)[inv]
+            gene = cols[pairs][:, None]
+            usable = (cand >= 0) & ~missing[np.maximum(cand, 0), gene]
+            rank = np.cumsum(usable, axis=1)
+            done = rank[:, -1] >= k
+            unresolved.append(pairs[~done])
+            take = usable[done] & (rank[done] <= k)
+            # np.nonzero walks row-major, so each row's k neighbours come out nearest first.
+            r, c = np.nonzero(take)
+            neigh = cand[done][r, c].reshape(-1, k)
+            pred[pairs[done]] = values[neigh, gene[done]].sum(axis=1, dtype=np.float64) / k
+        pending = np.concatenate(unresolved)
+        if m == n and len(pending):  # cannot happen: every gene left here has >= k observed voxels
+            raise RuntimeError("k-nearest-neighbour search failed to find enough observed voxels.")
+        m = min(n, 4 * m)
+    return pred
+
+
+def _holdout(missing: np.ndarray, n_holdout: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n_holdout`` observed voxels per gene drawn without replacement, as (rows, cols)."""
+    rows = [rng.choice(np.flatnonzero(~missing[:, j]), size=n_holdout, replace=False) for j in range(missing.shape[1])]
+    cols = np.repeat(np.arange(missing.shape[1]), n_holdout)
+    return np.concatenate(rows) if rows else np.empty(0, int), cols
+
+
+def _pcc(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant."""
+    a = a - a.mean()
+    b = b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def impute_voxels(
+    adata: AnnData,
+    n_neighbors: int = 6,
+    *,
+    layer: str | None = None,
+    spatial_key: str = "spatial",
+    evaluate: bool = False,
+    n_holdout: int = 1000,
+    random_state: int = 0,
+    table_key: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Fill missing voxels (NaN) of each gene from its nearest observed voxels in space.
+
+    The staNMF paper "imputed missing voxels in the gene expression data using a k-nearest
+    neighbors algorithm with six neighbors" (Methods, Data Description and Preprocessing;
+    :cite:`cahill2024stanmf`). Here, for every gene separately, a missing voxel gets the mean of
+    the ``n_neighbors`` voxels nearest to it in ``.obsm[spatial_key]`` (Euclidean distance;
+    ties broken by observation order) among the voxels where that gene is observed, i.e.
+    uniform-weight k-nearest-neighbour regression on the voxel coordinates. Only the voxels
+    of ``adata`` (the brain mask for :func:`spatialfactors.io.read_aba`) serve as neighbours.
+    A gene with fewer than ``n_neighbors`` observed voxels gets the mean of all of them; a
+    gene with none is an error (drop it first). Observed values are never changed.
+
+    One neighbour search serves all genes: each voxel's nearest voxels are listed once and the
+    list is widened only where a gene's observed voxels are too far away (e.g. a missing
+    section), so the cost does not grow with a tree per gene.
+
+    With ``evaluate=True`` the paper's hold-out check is run before imputing: for each gene,
+    ``n_holdout`` random observed voxels are hidden, predicted from the remaining observed
+    voxels by the same rule, and compared with their measured values (mean absolute error,
+    mean signed error, RMSE, Pearson correlation), next to the baseline of predicting the
+    gene's mean over the remaining observed voxels. The paper reports, on 1,000 voxels for each
+    of 4,345 genes, a mean error below 0.01 and a PCC of 0.52.
+
+    Parameters
+    ----------
+    adata
+        Voxel-by-gene data, missing values as NaN (:func:`spatialfactors.io.read_aba` turns
+        Allen's -1 into NaN), voxel centres in ``.obsm[spatial_key]``.
+    n_neighbors
+        Number k of observed voxels averaged per missing voxel.
+    layer
+        Layer to impute instead of ``.X`` (it is replaced by the imputed matrix).
+    spatial_key
+        Key of the voxel coordinates in ``.obsm``.
+    evaluate
+        Run the hold-out check and store its errors.
+    n_holdout
+        Observed voxels hidden per gene by the check; must be smaller than every gene's
+        number of observed voxels.
+    random_state
+        Seed of the hold-out draw.
+    table_key
+        Table of a SpatialData input.
+    copy
+        Return an imputed copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    ``None`` or the copy. The matrix has no NaN left and ``.uns['impute_voxels']`` holds
+    ``params``, ``n_imputed`` (total number of filled values) and ``per_gene`` (a table indexed
+    by gene with ``n_observed``, ``n_imputed`` and, with ``evaluate``, ``mae``, ``mean_error``,
+    ``rmse``, ``pcc``, ``baseline_mae``); with ``evaluate`` also ``evaluation``, the same
+    measures over all held-out values pooled (and ``n_points``).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> import spatialfactors as sf
+    >>> x = np.array([[1.0], [np.nan], [3.0], [10.0]], dtype=np.float32)
+    >>> adata = ad.AnnData(x, obsm={"spatial": np.array([[0.0], [1.0], [2.0], [9.0]])})
+    >>> sf.pp.impute_voxels(adata, n_neighbors=2)
+    >>> adata.X.ravel()
+    array([ 1.,  2.,  3., 10.], dtype=float32)
+    >>> int(adata.uns["impute_voxels"]["n_imputed"])
+    1
+    """
+    start = time.perf_counter()
+    adata = _extract_adata(adata, table_key)
+    x = _get_matrix(adata, layer)
+    _assert_int_range("n_neighbors", n_neighbors, 1)
+    _assert_int_range("n_holdout", n_holdout, 1)
+    _assert_int_range("random_state", random_state, 0)
+    if spatial_key not in adata.obsm:
+        raise KeyError(
+            f"`adata.obsm[{spatial_key!r}]` with the voxel coordinates not found; voxel data read by "
+            f"`sf.io.read_aba` carry it (available keys: {sorted(adata.obsm)})."
+        )
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[0] != adata.n_obs or not np.isfinite(coords).all():
+        raise ValueError(f"`adata.obsm[{spatial_key!r}]` must be a finite (n_obs, n_dims) array of coordinates.")
+    if sp.issparse(x):
+        raise TypeError("Voxel imputation needs a dense matrix with NaN for missing values, got a sparse matrix.")
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"The expression values must be real numbers, got dtype {x.dtype}.")
+    if np.isinf(x).any():
+        raise ValueError(f"The matrix contains {int(np.isinf(x).sum())} infinite values; only NaN marks missing.")
+    missing = np.isnan(x)
+    n_observed = adata.n_obs - missing.sum(axis=0)
+    if (n_observed == 0).any():
+        empty = list(adata.var_names[n_observed == 0][:5])
+        raise ValueError(
+            f"{int((n_observed == 0).sum())} genes have no observed voxel (e.g. {empty}); remove them first, "
+            "e.g. `adata = adata[:, ~np.isnan(adata.X).all(0)].copy()`."
+        )
+    if evaluate and n_holdout >= n_observed.min():
+        j = int(np.argmin(n_observed))
+        raise ValueError(
+            f"`n_holdout={n_holdout}` must be smaller than every gene's number of observed voxels; "
+            f"gene {adata.var_names[j]!r} has {int(n_observed[j])}."
+        )
+    if np.nanmin(x, initial=0) < 0:
+        logg.warning("The matrix has negative values; Allen grids mark missing voxels with -1, use NaN instead.")
+
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    per_gene = pd.DataFrame(
+        {"n_observed": n_observed.astype(np.int64), "n_imputed": missing.sum(axis=0).astype(np.int64)},
+        index=adata.var_names.copy(),
+    )
+    uns: dict = {
+        "params": {
+            "n_neighbors": int(n_neighbors),
+            "layer": layer,
+            "spatial_key": spatial_key,
+            "evaluate": bool(evaluate),
+            "n_holdout": int(n_holdout),
+            "random_state": int(random_state),
+        },
+        "n_imputed": int(missing.sum()),
+        "per_gene": per_gene,
+    }
+    if evaluate:
+        rng = np.random.default_rng(random_state)
+        h_rows, h_cols = _holdout(missing, n_holdout, rng)
+        hidden = missing.copy()
+        hidden[h_rows, h_cols] = True
+        truth = x[h_rows, h_cols].astype(np.float64)
+        guess = _knn_fill(coords, x, hidden, h_rows, h_cols, n_neighbors).astype(dtype).astype(np.float64)
+        gene_mean = np.where(hidden, 0, x).sum(axis=0, dtype=np.float64) / (~hidden).sum(axis=0)
+        err = guess - truth
+        base = np.abs(gene_mean[h_cols] - truth)
+        shape = (x.shape[1], n_holdout)  # h_cols is gene-major
+        per_gene["mae"] = np.abs(err).reshape(shape).mean(axis=1)
+        per_gene["mean_error"] = err.reshape(shape).mean(axis=1)
+        per_gene["rmse"] = np.sqrt((err**2).reshape(shape).mean(axis=1))
+        per_gene["pcc"] = [_pcc(g, t) for g, t in zip(guess.reshape(shape), truth.reshape(shape), strict=True)]
+        per_gene["baseline_mae"] = base.reshape(shape).mean(axis=1)
+        uns["evaluation"] = {
+            "mae": float(np.abs(err).mean()),
+            "mean_error": float(err.mean()),
+            "rmse": float(np.sqrt((err**2).mean())),
+            "pcc": _pcc(guess, truth),
+            "baseline_mae": float(base.mean()),
+            "n_points": len(truth),
+        }
+        ev = uns["evaluation"]
+        logg.info(
+            f"hold-out check on {len(truth)} voxels: MAE {ev['mae']:.4g} (gene mean: {ev['baseline_mae']:.4g}), "
+            f"mean error {ev['mean_error']:.3g}, PCC {ev['pcc']:.3f}"
+        )
+
+    rows, cols = np.nonzero(missing)
+    filled = np.array(x, dtype=dtype, copy=True)
+    filled[rows, cols] = _knn_fill(coords, x, missing, rows, cols, n_neighbors)
+
+    target = adata.copy() if copy else adata
+    writes = [("uns", "impute_voxels", uns)]
+    if layer is None:
+        target.X = filled
+    else:
+        writes.insert(0, ("layers", layer, filled))
+    _save_results(target, writes, start)
+    return target if copy else None
