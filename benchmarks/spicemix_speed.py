@@ -15,7 +15,8 @@ ARI: Ward clustering of the L1-normalised latent states into the number of refer
 Every run is a fresh subprocess on one thread (peak RSS is its own). The reference runs
 through a harness script of your own that imports the reference package and prints one JSON
 object (keys ``init_seconds``, ``seconds_per_iteration``, ``total_seconds``, ``peak_rss_gb``,
-``ari`` and optionally ``init_labels``, its initial clusters, from which ours is run a second time); it is not part of this repository (no reference code is), see the issue notes.
+``ari`` and optionally ``init_labels``, its initial clusters, from which ours is run a second
+time); it is not part of this repository (no reference code is), see the issue notes.
 
 Usage::
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -196,3 +198,45 @@ def test_spatialdata_input(small):
     sdata = SpatialData(tables={"cells": small.copy()})
     sf.tl.spicemix(sdata, 4, library_key="fov", max_iter=2, table_key="cells")
     assert sdata.tables["cells"].obsm["X_spicemix"].shape == (small.n_obs, 4)
+
+
+STARMAP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "starmap_visual_1020"
+
+
+@pytest.mark.skipif(not STARMAP.exists(), reason="shared STARmap data not available")
+def test_starmap_end_to_end_layers_the_excitatory_clusters():
+    # The paper's preprocessing of the real data: 930 cells, 1e4 + log1p, Delaunay up to 600 px.
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+    from scipy.stats import spearmanr
+
+    counts = np.loadtxt(STARMAP / "cell_barcode_count.csv", delimiter=",")
+    coords = pd.read_csv(STARMAP / "Centriods_extracted.csv", sep=" ").to_numpy(dtype=float)
+    labels = pd.read_csv(STARMAP / "class_labels.csv")["ClusterName"].to_numpy()
+    keep = (counts.sum(1) > 200) & (counts.sum(1) <= 3000)
+    assert keep.sum() == 930
+    adata = ad.AnnData(counts[keep], obsm={"spatial": coords[keep]})
+    adata.obs["published"] = pd.Categorical(labels[keep])
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sq.gr.spatial_neighbors_delaunay(adata)
+    conn = adata.obsp["spatial_connectivities"].multiply(adata.obsp["spatial_distances"] <= 600).tocsr()
+    conn.eliminate_zeros()
+    adata.obsp["spatial_connectivities"] = conn
+    sf.tl.spicemix(adata, 20, max_iter=20)
+    history = adata.uns["spicemix"]["history"]
+    assert (np.diff(history["objective"].to_numpy()) <= 1e-6 * history["objective"].abs().max()).all()
+    sf.tl.cluster_latent(adata, n_clusters=16, reference_key="published")
+    assert adata.uns["spicemix_clusters"]["ari"] > 0.25
+    # Clusters whose majority is an excitatory type sit at the depth of that type's layer.
+    layer = {"eL2/3": 0, "eL4": 1, "eL5": 2, "eL6-1": 3, "eL6-2": 3}
+    depth, rows = adata.obsm["spatial"][:, 1], []
+    for idx in adata.obs.groupby("spicemix_clusters", observed=True).indices.values():
+        major = adata.obs["published"].iloc[idx].value_counts().idxmax()
+        if major in layer:
+            rows.append((np.median(depth[idx]), layer[major], np.subtract(*np.percentile(depth[idx], [75, 25]))))
+    rows = np.array(rows)
+    assert len(rows) >= 4
+    assert spearmanr(rows[:, 0], rows[:, 1]).statistic < -0.8  # deeper layers lie further from the surface
+    assert rows[:, 2].mean() < 0.25 * np.ptp(depth)  # each cluster is a thin band, not spread over the cortex
