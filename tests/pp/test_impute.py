@@ -1,4 +1,3 @@
-import zipfile
 from pathlib import Path
 
 import anndata as ad
@@ -120,18 +119,7 @@ def test_hold_out_check_is_the_documented_draw():
 def _read_real():
     if not DATA.is_dir():
         pytest.skip("shared Allen grids not available")
-    with zipfile.ZipFile(DATA / "P56_Mouse_gridAnnotation.zip") as z:
-        ann = np.frombuffer(z.read("gridAnnotation.raw"), "<u4").reshape((67, 41, 58), order="F")
-    mask = ann > 0
-    columns = []
-    for name in GENES:
-        with zipfile.ZipFile(DATA / f"{name}.zip") as z:
-            energy = np.frombuffer(z.read("energy.raw"), "<f4").reshape((67, 41, 58), order="F").copy()
-        energy[energy == -1] = np.nan
-        columns.append(energy[mask])
-    adata = ad.AnnData(np.stack(columns, 1), obsm={"spatial": np.argwhere(mask) * 200.0})
-    adata.var_names = [g.split("_")[0] for g in GENES]
-    return adata
+    return sf.io.read_aba([DATA / f"{g}.zip" for g in GENES], DATA / "P56_Mouse_gridAnnotation.zip")
 
 
 def test_real_allen_grids():

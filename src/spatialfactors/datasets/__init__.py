@@ -1,5 +1,15 @@
 """Real-data loaders and simulators."""
 
+from ._aba import aba_grids, aba_ontology
 from ._cortex import CELL_TYPES, LAYERS, METAGENES, SCENARIOS, cortex_proportion_means, simulate_cortex
 
-__all__ = ["CELL_TYPES", "LAYERS", "METAGENES", "SCENARIOS", "cortex_proportion_means", "simulate_cortex"]
+__all__ = [
+    "CELL_TYPES",
+    "LAYERS",
+    "METAGENES",
+    "SCENARIOS",
+    "aba_grids",
+    "aba_ontology",
+    "cortex_proportion_means",
+    "simulate_cortex",
+]

@@ -33,8 +33,6 @@ _ELEMENT_TYPES: dict[str, str] = {
 }
 _HEADER_SUFFIXES = (".mhd", ".mha")
 _MAX_HEADER_BYTES = 1 << 16  # headers are a few hundred bytes; stop before reading a binary file as text
-
-
 _TEXT_KEYS = ("ElementDataFile", "ElementType", "ObjectType", "AnatomicalOrientation", "Comment", "Name")
 _FLOAT_KEYS = ("ElementSpacing", "ElementSize", "Offset", "Position", "Origin", "CenterOfRotation", "TransformMatrix")
 _TUPLE_KEYS = ("DimSize", *_FLOAT_KEYS)
@@ -79,7 +77,9 @@ def _parse_header(raw: bytes, where: str) -> tuple[dict, int]:
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or " " in key:
-            raise ValueError(f"{where}: malformed MetaImage header line {lineno}: {line[:80]!r} (expected 'Key = Value').")
+            raise ValueError(
+                f"{where}: malformed MetaImage header line {lineno}: {line[:80]!r} (expected 'Key = Value')."
+            )
         header[key] = _parse_value(key, value)
         if key == "ElementDataFile":  # MetaIO: always the last header field
             return header, pos
@@ -118,9 +118,11 @@ def _check_supported(header: dict, where: str) -> None:
         raise ValueError(f"{where}: ASCII MetaImage data (`BinaryData = False`) is not supported.")
     channels = header.get("ElementNumberOfChannels", 1)
     if channels != 1:
-        raise ValueError(f"{where}: multi-channel MetaImage data (ElementNumberOfChannels = {channels}) is not supported.")
+        raise ValueError(
+            f"{where}: multi-channel MetaImage data (ElementNumberOfChannels = {channels}) is not supported."
+        )
     data_file = header["ElementDataFile"]
-    if data_file.upper() == "LIST" or "%" in data_file or len(data_file.split()) > 1:
+    if data_file.upper().startswith("LIST") or "%" in data_file:  # slice lists / numbered slice files
         raise ValueError(f"{where}: multi-file MetaImage data (`ElementDataFile = {data_file}`) is not supported.")
 
 
@@ -136,9 +138,7 @@ def _read_exact(stream: IO[bytes], out: np.ndarray) -> int:
     return got
 
 
-def _decode(
-    stream: IO[bytes], available: int, header: dict, where: str, data_name: str
-) -> np.ndarray:
+def _decode(stream: IO[bytes], available: int, header: dict, where: str, data_name: str) -> np.ndarray:
     """Read the samples of ``header`` from ``stream`` (``available`` bytes left in it) into a native array."""
     dims = _shape(header, where)
     dtype = _element_dtype(header, where)
@@ -260,7 +260,7 @@ def _read_from_mhd(path: Path) -> tuple[np.ndarray, dict]:
 
 
 def read_mhd(path: str | os.PathLike, *, name: str | None = None) -> tuple[np.ndarray, dict]:
-    """Read a MetaImage volume from a ``.mhd``/``.mha`` file or from an Allen ``.zip`` download.
+    r"""Read a MetaImage volume from a ``.mhd``/``.mha`` file or from an Allen ``.zip`` download.
 
     Allen's 3D grids (expression ``energy``, ``density``, ``intensity`` and the grid annotation)
     are served as zip archives holding one ``.mhd`` header and its ``.raw`` samples; they are read
@@ -286,8 +286,8 @@ def read_mhd(path: str | os.PathLike, *, name: str | None = None) -> tuple[np.nd
     >>> import spatialfactors as sf
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (folder / "grid.mhd").write_text(
-    ...     "NDims = 3\\nDimSize = 2 3 4\\nElementType = MET_FLOAT\\nElementSpacing = 200 200 200\\n"
-    ...     "ElementByteOrderMSB = False\\nElementDataFile = grid.raw\\n"
+    ...     "NDims = 3\nDimSize = 2 3 4\nElementType = MET_FLOAT\nElementSpacing = 200 200 200\n"
+    ...     "ElementByteOrderMSB = False\nElementDataFile = grid.raw\n"
     ... )
     >>> volume = np.arange(24, dtype="<f4").reshape((2, 3, 4), order="F")
     >>> _ = (folder / "grid.raw").write_bytes(volume.tobytes(order="F"))
