@@ -87,26 +87,37 @@ def adjacency_matrix(edges: np.ndarray, n_nodes: int) -> sp.csr_matrix:
     return a
 
 
+def _fits_key(n_nodes: int, size: int) -> bool:
+    """Whether sets of ``size`` nodes can be encoded as base-``n_nodes`` numbers in an int64."""
+    return float(max(n_nodes, 2)) ** size < 2.0**62
+
+
+def _sorted_unique(key: np.ndarray) -> np.ndarray:
+    key = np.sort(key)
+    return key[np.concatenate([[True], key[1:] != key[:-1]])] if key.size else key
+
+
+def _decode(key: np.ndarray, size: int, n_nodes: int) -> np.ndarray:
+    out = np.empty((key.size, size), dtype=np.int64)
+    for j in range(size - 1, -1, -1):
+        key, out[:, j] = np.divmod(key, n_nodes)
+    return out
+
+
 def _unique_rows(rows: np.ndarray, n_nodes: int) -> np.ndarray:
-    """Unique rows (each sorted ascending), in lexicographic order."""
+    """Return the unique rows (each sorted ascending), in lexicographic order."""
     size = rows.shape[1]
-    if rows.shape[0] == 0:
-        return rows
-    if float(n_nodes) ** size < 2.0**62:
-        # Rows of sorted node indices as base-n numbers: one 1D sort instead of a row sort.
-        key = np.zeros(rows.shape[0], dtype=np.int64)
-        for j in range(size):
-            key = key * n_nodes + rows[:, j]
-        key = np.unique(key)
-        out = np.empty((key.size, size), dtype=np.int64)
-        for j in range(size - 1, -1, -1):
-            key, out[:, j] = np.divmod(key, n_nodes)
-        return out
-    return np.unique(rows, axis=0)
+    if rows.shape[0] == 0 or not _fits_key(n_nodes, size):
+        return np.unique(rows, axis=0) if rows.shape[0] else rows
+    # Rows of sorted node indices as base-n numbers: one 1D sort instead of a row sort.
+    key = np.zeros(rows.shape[0], dtype=np.int64)
+    for j in range(size):
+        key = key * n_nodes + rows[:, j]
+    return _decode(_sorted_unique(key), size, n_nodes)
 
 
 def n_extensions(sets: np.ndarray, adjacency: sp.csr_matrix) -> int:
-    """Number of candidates that extending every set by one neighbour generates before de-duplication.
+    """Count the candidates that extending every set by one neighbour generates before de-duplication.
 
     Every set is extended by every neighbour of each of its members, so the count is the sum of
     the members' degrees; it bounds the work and memory of :func:`extend_sets`.
@@ -146,17 +157,58 @@ def extend_sets(sets: np.ndarray, adjacency: sp.csr_matrix) -> np.ndarray:
     n_nodes = adjacency.shape[0]
     if n_sets == 0:
         return np.empty((0, size + 1), dtype=np.int64)
+    if not _fits_key(n_nodes, size + 1):
+        owner, neighbour = _set_neighbours(sets, adjacency)
+        grown = np.column_stack([sets[owner], neighbour])
+        grown.sort(axis=1)
+        return _unique_rows(grown, n_nodes)
+    # Chunks of sets with a bounded number of candidates keep the temporaries small.
+    degree = np.diff(adjacency.indptr)
+    work = np.cumsum(degree[sets].sum(axis=1))
+    bounds = np.searchsorted(work, np.arange(_CHUNK, work[-1], _CHUNK), side="right")
+    keys = [
+        _sorted_unique(_grown_keys(sets[lo:hi], adjacency))
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, n_sets], strict=True)
+        if hi > lo
+    ]
+    key = keys[0] if len(keys) == 1 else _sorted_unique(np.concatenate(keys))
+    return _decode(key, size + 1, n_nodes)
+
+
+#: Candidates processed at once by :func:`extend_sets`.
+_CHUNK = 1 << 22
+
+
+def _set_neighbours(sets: np.ndarray, adjacency: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Every (set, neighbour outside the set) pair, as row indices into ``sets`` and node indices."""
+    n_sets, size = sets.shape
     indptr, indices = adjacency.indptr, adjacency.indices
-    # Neighbours of every member of every set, as (set, neighbour) pairs.
     members = sets.ravel()
-    counts = indptr[members + 1] - indptr[members]
+    counts = (indptr[members + 1] - indptr[members]).astype(np.int64)
     owner = np.repeat(np.repeat(np.arange(n_sets), size), counts)
     starts = np.repeat(indptr[members] - np.cumsum(counts) + counts, counts)
     neighbour = indices[np.arange(counts.sum()) + starts].astype(np.int64)
-    outside = ~(sets[owner] == neighbour[:, None]).any(axis=1)
-    grown = np.column_stack([sets[owner[outside]], neighbour[outside]])
-    grown.sort(axis=1)
-    return _unique_rows(grown, n_nodes)
+    outside = np.ones(owner.size, dtype=bool)
+    for j in range(size):
+        outside &= sets[owner, j] != neighbour
+    return owner[outside], neighbour[outside]
+
+
+def _grown_keys(sets: np.ndarray, adjacency: sp.csr_matrix) -> np.ndarray:
+    """Each set grown by one outside neighbour, as the base-n number of its sorted members."""
+    size = sets.shape[1]
+    owner, neighbour = _set_neighbours(sets, adjacency)
+    # No row sort needed: a member larger than the new node moves one place to the right.
+    power = adjacency.shape[0] ** np.arange(size, -1, -1, dtype=np.int64)  # weight of each place
+    key = np.zeros(owner.size, dtype=np.int64)
+    place = np.zeros(owner.size, dtype=np.int64)
+    for j in range(size):
+        member = sets[owner, j]
+        after = member > neighbour
+        key += member * power[j + after]
+        place += ~after
+    key += neighbour * power[place]
+    return key
 
 
 def connected_sets(
@@ -328,7 +380,8 @@ class SetScorer:
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.metric == "pearson":
                 spread = np.sqrt(n * (1.0 - n / self.n_voxels))
-                out = s / (spread[:, None] * norm[None, :])
+                # Clip rounding excursions past +-1 (a perfect match gives 1 + 1e-16).
+                out = np.clip(s / (spread[:, None] * norm[None, :]), -1.0, 1.0)
                 out[(spread <= 0) | (n <= 0)] = np.nan
             else:
                 out = 2.0 * s / (norm[None, :] + n[:, None])
@@ -336,7 +389,7 @@ class SetScorer:
         return out
 
     def top(self, sets: np.ndarray, n_top: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n_top`` best sets for every pattern, scored in chunks.
+        """Return the ``n_top`` best sets for every pattern, scored in chunks.
 
         Returns
         -------
@@ -363,6 +416,7 @@ class SetScorer:
 def _keep_top(idx: np.ndarray, val: np.ndarray, n_top: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the ``n_top`` largest values (NaN lowest), ties by the smaller index, best first."""
     key = np.where(np.isnan(val), -np.inf, val)
+    n_top = min(n_top, key.shape[1])
     if key.shape[1] > n_top:
         part = np.argpartition(-key, n_top - 1, axis=1)[:, :n_top]
         # argpartition splits ties at the boundary arbitrarily: take every entry tied with the cut.
@@ -416,7 +470,7 @@ def search_regions(
     edges: np.ndarray,
     *,
     max_regions: int = 3,
-    max_candidates: int | None = 20_000_000,
+    max_candidates: int | None = 30_000_000,
     beam_width: int = 200,
 ) -> RegionSearch:
     """Best single region and best connected set of 2, 3, ..., ``max_regions`` regions per pattern.
@@ -451,7 +505,7 @@ def search_regions(
     >>> edges = np.array([[0, 1], [1, 2], [2, 3]])
     >>> pattern = np.isin(labels, [1, 2]).astype(float)[:, None]
     >>> result = search_regions(SetScorer.from_voxels(pattern, labels, 4), edges, max_regions=3)
-    >>> result.best_sets[1], float(result.best_scores[1][0]), int(result.selected[0])
+    >>> result.best_sets[1], round(float(result.best_scores[1][0]), 6), int(result.selected[0])
     (array([[1, 2]]), 1.0, 2)
     """
     n_regions, n_patterns = scorer.sums.shape

@@ -1,6 +1,7 @@
 """Plotting: one function per figure, reading only what the tools wrote."""
 
 from ._metagenes import metagene_expression, metagenes
+from ._regions import link_heatmap, linked_regions, region_correlation
 from ._spicemix import affinity, convergence
 from ._stanmf import instability, morans_i, patterns, patterns_per_gene, reconstruction
 
@@ -8,10 +9,13 @@ __all__ = [
     "affinity",
     "convergence",
     "instability",
+    "link_heatmap",
+    "linked_regions",
     "metagene_expression",
     "metagenes",
     "morans_i",
     "patterns",
     "patterns_per_gene",
     "reconstruction",
+    "region_correlation",
 ]
