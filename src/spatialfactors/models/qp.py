@@ -243,7 +243,7 @@ def simplex_columns_qp(
     >>> from spatialfactors.models.qp import simplex_columns_qp
     >>> a = torch.eye(2, dtype=torch.float64)
     >>> b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
-    >>> simplex_columns_qp(a, b, torch.full((3, 2), 0.5, dtype=torch.float64)).tolist()
+    >>> simplex_columns_qp(a, b, torch.full((3, 2), 0.5, dtype=torch.float64)).round(decimals=12).tolist()
     [[1.0, 0.0], [0.0, 0.5], [0.0, 0.5]]
     """
     evals = torch.linalg.eigvalsh(a)
