@@ -222,7 +222,8 @@ def main() -> None:
         "",
         "Totals are initialisation plus iterations (data loading excluded). The reference's initialisation is "
         "Louvain clustering + 10 NMF rounds (its current code); ours is k-means + 5 (the paper's Algorithm 1), "
-        "or, in the rows 'reference's Louvain start', the reference's own Louvain clusters + 5 (`init_labels`). "
+        "or, in the rows 'reference's Louvain start', the reference's own Louvain clusters + 5 (`init_labels`; "
+        "the clustering's time is not in those rows). "
         "The two lambda_Sigma scales differ: the reference divides its affinity data term by twice the number of "
         "directed edges (ours: once), and its Adam stops early, so its ||Sigma_x^-1||_F stays near 22 at both "
         "values while ours is the exact minimiser of L(S) (||S||_F about 90 at 1e-4, 15 at 1e-3 on STARmap).",
