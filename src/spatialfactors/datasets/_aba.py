@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import pooch
 from anndata import AnnData
 from scanpy import logging as logg
 
 from spatialfactors._validation import _assert_choice
 from spatialfactors.io import Ontology, read_aba, read_ontology
+
+from ._fetch import _fetch as _fetch_file
+from ._fetch import _root
 
 #: Allen Brain Map API host: RMA queries (``/api/v2/data/query.json``) and grid downloads (``/grid_data``).
 ALLEN_API = "http://api.brain-map.org"
@@ -42,13 +44,6 @@ REGISTRY = {
     "Pdyn_P56_coronal_71717084_200um.zip": "sha256:36564d3205b9b787b7bcf42a6947f878e27e227437ee858c428073cc0a9c2d08",
 }
 _TIMEOUT = 60
-
-
-def _root(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("SPATIALFACTORS_DATA")
-    return Path(env) if env else Path(pooch.os_cache("spatialfactors"))
 
 
 def _grid_name(symbol: str, plane: str, experiment: int) -> str:
@@ -70,21 +65,8 @@ def _query_url(gene: str, plane: str, api_url: str) -> str:
 
 
 def _fetch(url: str, fname: str, folder: Path, progress: bool) -> Path:
-    """Download into the cache once, check the registry's checksum, and name the file in errors."""
-    import requests  # pooch's HTTP downloader
-
-    known_hash = REGISTRY.get(fname)
-    try:
-        return Path(pooch.retrieve(url, known_hash=known_hash, fname=fname, path=folder, progressbar=progress))
-    except ValueError as err:
-        if "hash" not in str(err):
-            raise
-        raise ValueError(
-            f"Checksum mismatch for {fname} downloaded from {url}: expected {known_hash}. The download is corrupt "
-            "or the file changed upstream; it was not saved."
-        ) from err
-    except requests.exceptions.RequestException as err:
-        raise ConnectionError(f"Could not download {fname} from {url}: {err}") from err
+    """Download into the cache once, checking the registry's checksum when the file's content is known."""
+    return _fetch_file(url, fname, folder, progress, REGISTRY.get(fname))
 
 
 def _from_manifest(genes: list[str], plane: str, manifest: str | os.PathLike) -> dict[str, int]:
