@@ -167,3 +167,41 @@ def _assert_real_range(name: str, value, low: float, high: float | None = None, 
     if not np.isfinite(value) or bad_low or (high is not None and value > high):
         bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
         raise ValueError(f"`{name}` must be {bounds}, got {value}.")
+
+
+def _get_patterns(adata: AnnData, key: str) -> np.ndarray:
+    """Return the obs x K weights ``.obsm['X_<key>']`` of a factorisation (stanmf, spicemix), checked."""
+    basis = f"X_{key}"
+    if basis not in adata.obsm:
+        raise KeyError(
+            f"`adata.obsm[{basis!r}]` not found: {key!r} is not a factorisation result. Run "
+            f"`sf.tl.stanmf(adata, key_added={key!r})` or `sf.tl.spicemix(adata, key_added={key!r})` first. "
+            f"Available: {sorted(adata.obsm)}."
+        )
+    p = np.asarray(adata.obsm[basis], dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != adata.n_obs:
+        raise ValueError(f"`adata.obsm[{basis!r}]` must be (n_obs, K), got shape {p.shape}.")
+    if not np.isfinite(p).all():
+        raise ValueError(f"`adata.obsm[{basis!r}]` has NaN or infinite values.")
+    return p
+
+
+def _get_region_ids(adata: AnnData, region_key: str) -> np.ndarray:
+    """Return ``obs[region_key]`` as int64 structure ids (0 = no region), checked."""
+    if region_key not in adata.obs:
+        raise KeyError(
+            f"`region_key={region_key!r}` is not a column of `adata.obs`; voxel data read by `sf.io.read_aba` "
+            f"carry the annotation in `obs['region_id']`. Available: {list(adata.obs.columns)}."
+        )
+    values = adata.obs[region_key]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(values.cat.categories.dtype)
+    arr = values.to_numpy()
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"`adata.obs[{region_key!r}]` must hold integer structure ids, got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    if (arr < 0).any():
+        raise ValueError(f"`adata.obs[{region_key!r}]` has negative structure ids; 0 marks voxels in no region.")
+    return arr

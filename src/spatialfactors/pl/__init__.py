@@ -1,5 +1,6 @@
 """Plotting: one function per figure, reading only what the tools wrote."""
 
+from ._genes import pattern_genes, pattern_with_genes, region_auc, sgcn
 from ._metagenes import metagene_expression, metagenes
 from ._regions import link_heatmap, linked_regions, region_correlation
 from ._spicemix import affinity, convergence
@@ -14,8 +15,12 @@ __all__ = [
     "metagene_expression",
     "metagenes",
     "morans_i",
+    "pattern_genes",
+    "pattern_with_genes",
     "patterns",
     "patterns_per_gene",
     "reconstruction",
+    "region_auc",
     "region_correlation",
+    "sgcn",
 ]

@@ -2,7 +2,20 @@
 
 from ._cluster import cluster_latent
 from ._link_regions import link_regions
+from ._pattern_genes import pattern_genes, pattern_genes_df
+from ._region_auc import region_auc
+from ._sgcn import sgcn, sgcn_graph
 from ._spicemix import spicemix
 from ._stanmf import stanmf
 
-__all__ = ["cluster_latent", "link_regions", "spicemix", "stanmf"]
+__all__ = [
+    "cluster_latent",
+    "link_regions",
+    "pattern_genes",
+    "pattern_genes_df",
+    "region_auc",
+    "sgcn",
+    "sgcn_graph",
+    "spicemix",
+    "stanmf",
+]

@@ -16,46 +16,12 @@ from spatialfactors._validation import (
     _assert_int_range,
     _assert_real_range,
     _extract_adata,
+    _get_patterns,
+    _get_region_ids,
     _save_results,
 )
 from spatialfactors.io._volume import _grid
 from spatialfactors.models.regions import METRICS, SetScorer, region_adjacency, search_regions
-
-
-def _region_ids(adata: AnnData, region_key: str) -> np.ndarray:
-    """``obs[region_key]`` as int64 structure ids (0 = no region), checked."""
-    if region_key not in adata.obs:
-        raise KeyError(
-            f"`region_key={region_key!r}` is not a column of `adata.obs`; voxel data read by `sf.io.read_aba` "
-            f"carry the annotation in `obs['region_id']`. Available: {list(adata.obs.columns)}."
-        )
-    values = adata.obs[region_key]
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(values.cat.categories.dtype)
-    arr = values.to_numpy()
-    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"`adata.obs[{region_key!r}]` must hold integer structure ids, got dtype {arr.dtype}.")
-    arr = arr.astype(np.int64)
-    if (arr < 0).any():
-        raise ValueError(f"`adata.obs[{region_key!r}]` has negative structure ids; 0 marks voxels in no region.")
-    return arr
-
-
-def _patterns(adata: AnnData, key: str) -> np.ndarray:
-    basis = f"X_{key}"
-    if basis not in adata.obsm:
-        raise KeyError(
-            f"`adata.obsm[{basis!r}]` not found: the patterns of key {key!r} are missing; run "
-            f"`sf.tl.stanmf(adata, key_added={key!r})` first. Available: {list(adata.obsm)}."
-        )
-    p = np.asarray(adata.obsm[basis], dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != adata.n_obs:
-        raise ValueError(f"`adata.obsm[{basis!r}]` must be (n_obs, K), got shape {p.shape}.")
-    if not np.isfinite(p).all():
-        raise ValueError(f"`adata.obsm[{basis!r}]` has NaN or infinite values.")
-    return p
 
 
 def _map_level(ids: np.ndarray, ontology, level: int | str) -> np.ndarray:
@@ -217,8 +183,8 @@ def link_regions(
     """
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
-    patterns = _patterns(adata, key)
-    ids = _region_ids(adata, region_key)
+    patterns = _get_patterns(adata, key)
+    ids = _get_region_ids(adata, region_key)
     shape, mask, _ = _grid(adata)
     _assert_int_range("max_regions", max_regions, 1)
     _assert_choice("metric", metric, METRICS)
