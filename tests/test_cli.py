@@ -18,6 +18,7 @@ def test_demo_writes_h5ad_and_figures(tmp_path, capsys, monkeypatch):
     names = ["demo.h5ad", "cell_types.png", "true_metagenes.png", "true_proportions.png"]
     names += [f"stanmf_{n}.png" for n in ("patterns", "instability", "reconstruction", "patterns_per_gene", "morans_i")]
     names += [f"spicemix_{n}.png" for n in ("affinity", "convergence", "metagenes", "metagene_expression")]
+    names += ["pattern_genes.png", "pattern_with_genes.png", "sgcn_PP1.png"]
     for name in names:
         path = out / name
         assert path.stat().st_size > 1000, name
@@ -26,6 +27,8 @@ def test_demo_writes_h5ad_and_figures(tmp_path, capsys, monkeypatch):
     assert adata.shape == (240, 40)
     assert adata.uns["stanmf"]["k"] in (3, 4, 5)
     assert adata.obsm["X_stanmf"].shape == (240, adata.uns["stanmf"]["k"])
+    assert adata.varm["stanmf_importance"].shape == (40, adata.uns["stanmf"]["k"])
+    assert (adata.uns["sgcn"]["summary"]["n_nodes"] == 4).all()  # 10% of 40 genes per pattern
     assert adata.obsm["X_spicemix"].shape == (240, 5) and "ARI" in printed
     assert adata.obs["spicemix_clusters"].nunique() == 8
     graph = adata.obsp["spatial_connectivities"]
