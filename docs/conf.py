@@ -72,5 +72,11 @@ if not (os.environ.get("READTHEDOCS") or os.environ.get("SPATIALFACTORS_DOCS_ONL
     intersphinx_mapping = {}
     nitpick_ignore_regex.append((r"py:.*", r"(?!spatialfactors\b).*"))
 
+# Tutorials read the real data through `sf.datasets`; a checkout with ../shared/data beside it
+# (this project's CI) uses that folder, any other build downloads the public originals.
+_shared = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+if os.path.isdir(_shared):
+    os.environ.setdefault("SPATIALFACTORS_DATA", _shared)
+
 # Generated API pages are rebuilt from the docstrings every time.
 shutil.rmtree(os.path.join(os.path.dirname(__file__), "generated"), ignore_errors=True)
