@@ -23,7 +23,10 @@ def aligned_tensor(a, dtype: torch.dtype, device: torch.device | str = "cpu") ->
     unaligned buffer (e.g. an array unpickled in a joblib or dask worker) is copied once. This
     keeps serial, multi-process and cluster runs bit-identical.
     """
-    t = torch.as_tensor(np.asarray(a), device=device).to(dtype)
+    with warnings.catch_warnings():
+        # joblib hands workers read-only memory maps; the engines never write into their inputs.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        t = torch.as_tensor(np.asarray(a), device=device).to(dtype)
     return t.clone() if t.data_ptr() % 64 else t
 
 
