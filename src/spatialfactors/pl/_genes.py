@@ -394,7 +394,9 @@ def sgcn(
         pad=0.02,
         location="bottom",
     )
-    edge_bar.ax.locator_params(nbins=4)
+    edge_bar.formatter.set_useOffset(False)  # PCCs near 1 would otherwise read as an offset
+    edge_bar.ax.locator_params(nbins=3)
+    edge_bar.ax.tick_params(labelrotation=20)
     ax.set_title(f"{graph.graph['pattern']}: {len(nodes)} genes, {len(edges)} edges", fontsize=9)
     ax.set_axis_off()
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)

@@ -81,7 +81,7 @@ def instability(
     best = table[(table["method"] == main) & (table["K"] == k)]["mean"].iloc[0]
     ax.axvline(k, color="0.6", ls="--", lw=0.8)
     ax.annotate(f"K* = {k}", (k, best), xytext=(5, 10), textcoords="offset points")
-    ax.set_xlabel("K (number of patterns)")
+    ax.set_xlabel("K (number of metagenes)" if main == "spicemix" else "K (number of patterns)")
     ax.set_ylabel(f"instability ({table['metric'].iloc[0]})")
     ax.legend(frameon=False)
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
