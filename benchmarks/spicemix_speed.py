@@ -62,23 +62,19 @@ def _load(name: str, npz: str | None):
             groups += [r] * len(y)
         return np.vstack(ys), sp.block_diag(blocks).tocsr(), np.array(groups), np.array(labels), 10
     if name == "starmap":
-        import anndata as ad
-        import pandas as pd
         import scanpy as sc
         import squidpy as sq
 
-        base = SHARED / "starmap_visual_1020"
-        counts = np.loadtxt(base / "cell_barcode_count.csv", delimiter=",")
-        coords = pd.read_csv(base / "Centriods_extracted.csv", sep=" ").to_numpy(dtype=float)
-        labels = pd.read_csv(base / "class_labels.csv")
-        keep = (counts.sum(1) > 200) & (counts.sum(1) <= 3000)
-        adata = ad.AnnData(counts[keep], obsm={"spatial": coords[keep]})
+        import spatialfactors as sf
+
+        adata = sf.datasets.starmap_visual_cortex(SHARED / "starmap_visual_1020")  # the paper's 930 cells
+        adata.X = adata.X.astype(np.float64)  # counts are stored as float32
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
         sq.gr.spatial_neighbors_delaunay(adata)
         a = adata.obsp["spatial_connectivities"].multiply(adata.obsp["spatial_distances"] <= 600).tocsr()
         a.eliminate_zeros()
-        return adata.X, a, None, labels["ClusterName"].to_numpy()[keep], 20
+        return adata.X.toarray().astype(np.float64), a, None, adata.obs["ClusterName"].astype(str).to_numpy(), 20
     import squidpy as sq
 
     import spatialfactors as sf

@@ -34,19 +34,14 @@ LAYER = {"eL2/3": 0, "eL4": 1, "eL5": 2, "eL6-1": 3, "eL6-2": 3}
 
 def load():
     """The 930 cells of the paper's filter, normalised, with the 600 px Delaunay graph."""
-    import anndata as ad
     import scanpy as sc
     import squidpy as sq
 
-    counts = np.loadtxt(SHARED / "cell_barcode_count.csv", delimiter=",")
-    genes = pd.read_csv(SHARED / "genes_from_rds.csv").iloc[:, -1].astype(str).str.strip().to_numpy()
-    coords = pd.read_csv(SHARED / "Centriods_extracted.csv", sep=" ").to_numpy(dtype=float)
-    labels = pd.read_csv(SHARED / "class_labels.csv")["ClusterName"].to_numpy()
-    keep = (counts.sum(1) > 200) & (counts.sum(1) <= 3000)
-    adata = ad.AnnData(counts[keep], obsm={"spatial": coords[keep]})
-    if len(genes) == adata.n_vars:
-        adata.var_names = genes
-    adata.obs["published"] = pd.Categorical(labels[keep])
+    import spatialfactors as sf
+
+    adata = sf.datasets.starmap_visual_cortex(SHARED)
+    adata.obs["published"] = adata.obs["ClusterName"]
+    adata.X = adata.X.astype(np.float64)  # counts are stored as float32
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sq.gr.spatial_neighbors_delaunay(adata)

@@ -206,18 +206,13 @@ STARMAP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "star
 @pytest.mark.skipif(not STARMAP.exists(), reason="shared STARmap data not available")
 def test_starmap_end_to_end_layers_the_excitatory_clusters():
     # The paper's preprocessing of the real data: 930 cells, 1e4 + log1p, Delaunay up to 600 px.
-    import anndata as ad
-    import pandas as pd
     import scanpy as sc
     from scipy.stats import spearmanr
 
-    counts = np.loadtxt(STARMAP / "cell_barcode_count.csv", delimiter=",")
-    coords = pd.read_csv(STARMAP / "Centriods_extracted.csv", sep=" ").to_numpy(dtype=float)
-    labels = pd.read_csv(STARMAP / "class_labels.csv")["ClusterName"].to_numpy()
-    keep = (counts.sum(1) > 200) & (counts.sum(1) <= 3000)
-    assert keep.sum() == 930
-    adata = ad.AnnData(counts[keep], obsm={"spatial": coords[keep]})
-    adata.obs["published"] = pd.Categorical(labels[keep])
+    adata = sf.datasets.starmap_visual_cortex(STARMAP)  # the paper's cell filter
+    assert adata.n_obs == 930
+    adata.obs["published"] = adata.obs["ClusterName"]
+    adata.X = adata.X.astype(np.float64)  # counts are stored as float32
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     sq.gr.spatial_neighbors_delaunay(adata)

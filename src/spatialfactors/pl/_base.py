@@ -5,8 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+#: Projection planes of an (AP, DV, ML) volume: the axis projected away.
+PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
+
+
+def _max_projection(volume: np.ndarray, plane: str) -> np.ndarray:
+    """Maximum over the axis normal to ``plane``, NaN where the ray meets no voxel; dorsal up, anterior left."""
+    image = np.max(np.where(np.isnan(volume), -np.inf, volume), axis=PLANES[plane])
+    image = np.where(np.isinf(image), np.nan, image)
+    # coronal: DV x ML as is; sagittal (AP x DV) and horizontal (AP x ML): AP along the columns
+    return image if plane == "coronal" else image.T
+
+
+def _chosen_patterns(patterns, n_patterns: int, what: str = "patterns") -> list[int]:
+    """Pattern indices from None (all), one pattern or a sequence, each an index or a name ``'PP<k>'``."""
+    from spatialfactors.tl._pattern_genes import _pattern_index
+
+    if patterns is None:
+        return list(range(n_patterns))
+    if isinstance(patterns, str | int | np.integer):
+        patterns = [patterns]
+    return [_pattern_index(p, n_patterns, what) for p in patterns]
 
 
 def _new_axes(ax: Axes | None, *, figsize: tuple[float, float] | None, dpi: float | None) -> tuple[Figure, Axes]:

@@ -18,18 +18,9 @@ from matplotlib.patches import Rectangle
 
 from spatialfactors.io._volume import _grid, to_volume
 from spatialfactors.models.genes import importance_scores
-from spatialfactors.pl._base import _finish, _new_axes, _new_grid
-from spatialfactors.pl._regions import _PLANES, _max_projection
-from spatialfactors.tl._pattern_genes import _factorisation, _pattern_genes_result, _pattern_index, pattern_genes_df
+from spatialfactors.pl._base import PLANES, _chosen_patterns, _finish, _max_projection, _new_axes, _new_grid
+from spatialfactors.tl._pattern_genes import _factorisation, _pattern_genes_result, pattern_genes_df
 from spatialfactors.tl._sgcn import sgcn_graph
-
-
-def _chosen_patterns(patterns: int | str | Sequence[int | str] | None, n_patterns: int) -> list[int]:
-    if patterns is None:
-        return list(range(n_patterns))
-    if isinstance(patterns, str | int | np.integer):
-        patterns = [patterns]
-    return [_pattern_index(p, n_patterns, "patterns") for p in patterns]
 
 
 def pattern_genes(
@@ -236,8 +227,8 @@ def pattern_with_genes(
         raise ValueError("`adata.X` is empty: pass `layer=` with the expression, or `reconstructed=True`.")
     voxels = "aba" in adata.uns
     if voxels:
-        if plane not in _PLANES:
-            raise ValueError(f"`plane` must be one of {list(_PLANES)}, got {plane!r}.")
+        if plane not in PLANES:
+            raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
         _grid(adata)
         select = np.ones(adata.n_obs, bool)
     else:

@@ -13,10 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spatialfactors.io._volume import _grid, to_volume
-from spatialfactors.pl._base import _finish, _new_axes, _new_grid
-
-#: Projection planes of an (AP, DV, ML) volume: the axis projected away.
-_PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
+from spatialfactors.pl._base import PLANES, _chosen_patterns, _finish, _max_projection, _new_axes, _new_grid
 
 
 def _link_result(adata: AnnData, key: str) -> dict:
@@ -25,21 +22,6 @@ def _link_result(adata: AnnData, key: str) -> dict:
             f"No region linking result under key {key!r}; run `sf.tl.link_regions(adata, key_added={key!r})` first."
         )
     return adata.uns[key]
-
-
-def _pattern_indices(patterns: Sequence[int] | None, n_patterns: int) -> list[int]:
-    chosen = list(range(n_patterns)) if patterns is None else [int(p) for p in patterns]
-    bad = [p for p in chosen if not 0 <= p < n_patterns]
-    if bad:
-        raise ValueError(f"`patterns` {bad} out of range for {n_patterns} patterns.")
-    return chosen
-
-
-def _max_projection(volume: np.ndarray, plane: str) -> np.ndarray:
-    """Maximum over the axis normal to ``plane``, NaN where the ray meets no voxel; dorsal up, anterior left."""
-    image = np.max(np.where(np.isnan(volume), -np.inf, volume), axis=_PLANES[plane])
-    image = np.where(np.isinf(image), np.nan, image)
-    return image if plane == "coronal" else image.T
 
 
 def _region_columns(table: pd.DataFrame, regions: Sequence | None, info: pd.DataFrame, n_top: int) -> list[str]:
@@ -64,7 +46,7 @@ def region_correlation(
     *,
     regions: Sequence[int | str] | None = None,
     n_top: int = 3,
-    patterns: Sequence[int] | None = None,
+    patterns: Sequence[int | str] | None = None,
     ontology=None,
     groups: int | str | None = "coarse",
     cmap: str = "viridis",
@@ -132,7 +114,7 @@ def region_correlation(
     result = _link_result(adata, key)
     table = result["correlation"]
     info = result["regions"]
-    rows = _pattern_indices(patterns, table.shape[0])
+    rows = _chosen_patterns(patterns, table.shape[0])
     table = table.iloc[rows]
     cols = _region_columns(table, regions, info, n_top)
     graph_order = None
@@ -209,7 +191,7 @@ def linked_regions(
     adata: AnnData,
     key: str = "link_regions",
     *,
-    patterns: Sequence[int] | None = None,
+    patterns: Sequence[int | str] | None = None,
     n_regions: int | None = None,
     plane: str = "sagittal",
     cmap: str = "magma",
@@ -262,15 +244,15 @@ def linked_regions(
     (2, 2)
     """
     result = _link_result(adata, key)
-    if plane not in _PLANES:
-        raise ValueError(f"`plane` must be one of {list(_PLANES)}, got {plane!r}.")
+    if plane not in PLANES:
+        raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
     params = result["params"]
     basis = f"X_{params['key']}"
     if basis not in adata.obsm:
         raise KeyError(f"`adata.obsm[{basis!r}]` (the linked patterns) not found.")
     _grid(adata)
     names = list(result["correlation"].index)
-    chosen = _pattern_indices(patterns, len(names))
+    chosen = _chosen_patterns(patterns, len(names))
     links = _link_rows(result, n_regions)
     region_map = result["region_map"]
     lookup = pd.Series(region_map["linked_id"].to_numpy(), index=region_map["region_id"].to_numpy())

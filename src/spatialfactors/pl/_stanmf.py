@@ -13,11 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spatialfactors.io._volume import _grid, to_volume
-from spatialfactors.pl._base import _finish, _new_axes, _new_grid
+from spatialfactors.pl._base import PLANES, _finish, _max_projection, _new_axes, _new_grid
 from spatialfactors.pl._metagenes import metagenes
-
-#: Projection planes of an (AP, DV, ML) volume: the axis projected away and the image axes.
-PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
 
 
 def _result(adata: AnnData, key: str, entry: str | None = None):
@@ -165,13 +162,7 @@ def patterns(
     for row, c in enumerate(components):
         vol = to_volume(adata, c, basis=basis)
         for col, plane in enumerate(planes):
-            image = np.nanmax(np.where(np.isnan(vol), -np.inf, vol), axis=PLANES[plane])
-            image = np.where(np.isinf(image), np.nan, image)
-            if plane == "coronal":  # DV x ML: dorsal up
-                shown = image
-            else:  # sagittal: AP x DV -> DV rows, AP columns; horizontal: AP x ML -> ML rows, AP columns
-                shown = image.T
-            axes[row][col].imshow(shown, cmap=cmap, interpolation="nearest")
+            axes[row][col].imshow(_max_projection(vol, plane), cmap=cmap, interpolation="nearest")
             axes[row][col].set_xticks([])
             axes[row][col].set_yticks([])
             if row == 0:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from spatialfactors._validation import _assert_int_range, _extract_adata, _save_results
+from spatialfactors._validation import _assert_int_range, _extract_adata, _get_patterns, _save_results
 from spatialfactors.models.genes import assign_patterns, importance_scores, rank_genes
 
 #: Where a factorisation keeps its gene loadings, in order of preference (staNMF, SpiceMix).
@@ -41,16 +41,12 @@ def _factorisation(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, st
             f"`adata.varm[{loadings_key!r}]` must be finite and non-negative: importance scores "
             "a_kj / sum_k a_kj need the loadings of a non-negative factorisation."
         )
-    dictionary = np.asarray(adata.obsm[basis])
-    if dictionary.ndim != 2 or dictionary.shape[0] != adata.n_obs:
-        raise ValueError(f"`adata.obsm[{basis!r}]` must be (n_obs, K), got shape {dictionary.shape}.")
+    dictionary = _get_patterns(adata, key)
     if dictionary.shape[1] != loadings.shape[1]:
         raise ValueError(
             f"`adata.obsm[{basis!r}]` has {dictionary.shape[1]} patterns but `adata.varm[{loadings_key!r}]` "
             f"has {loadings.shape[1]}; they must come from the same factorisation."
         )
-    if not np.isfinite(dictionary).all():
-        raise ValueError(f"`adata.obsm[{basis!r}]` has NaN or infinite values.")
     return dictionary, loadings, loadings_key
 
 
