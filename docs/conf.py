@@ -80,3 +80,4 @@ if os.path.isdir(_shared):
 
 # Generated API pages are rebuilt from the docstrings every time.
 shutil.rmtree(os.path.join(os.path.dirname(__file__), "generated"), ignore_errors=True)
+smartquotes = False  # error messages on the bad-inputs page keep their straight quotes

@@ -7,6 +7,7 @@ leaves the AnnData untouched.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 
@@ -32,22 +33,63 @@ def _extract_adata(data, table_key: str | None = None) -> AnnData:
 
 
 def _get_matrix(adata: AnnData, layer: str | None):
-    """``adata.X`` or ``adata.layers[layer]``, with a clear error for a missing layer."""
+    """``adata.X`` or ``adata.layers[layer]``, checked to be a non-empty 2-D matrix.
+
+    Sparse formats other than CSR/CSC (COO, LIL, ... : AnnData refuses them, but they can reach
+    a tool through a SpatialData table or ``adata._X``) are read as CSR; ``np.matrix`` as an array.
+    """
+    if layer is not None and not isinstance(layer, str):
+        raise TypeError(f"`layer` must be the name of a layer (a string) or None for `.X`, got {layer!r}.")
     if layer is None:
         x = adata.X
         if x is None:
             raise ValueError("`adata.X` is empty; pass `layer=` naming the matrix to use.")
-        return x
-    if layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found in `adata.layers`; available layers: {sorted(adata.layers)}.")
-    return adata.layers[layer]
+    else:
+        if layer not in adata.layers:
+            raise KeyError(f"Layer {layer!r} not found in `adata.layers`; available layers: {sorted(adata.layers)}.")
+        x = adata.layers[layer]
+    _assert_not_empty(adata)
+    if sp.issparse(x):
+        if x.format not in ("csr", "csc"):
+            x = sp.csr_matrix(x)
+    elif isinstance(x, np.matrix):
+        x = np.asarray(x)
+    return x
 
 
-def _assert_nonnegative_finite(x, what: str = "The data") -> None:
-    """Fail on NaN/inf or negative entries (dense or sparse)."""
+def _assert_not_empty(adata: AnnData) -> None:
+    """Fail when ``adata`` has no observations or no variables."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(
+            f"`adata` is empty ({adata.n_obs} obs x {adata.n_vars} genes); check the filtering or subsetting "
+            "that produced it, e.g. `adata[mask].copy()` with a mask that selects something."
+        )
+
+
+def _matrix_label(layer: str | None, what: str = "The data") -> str:
+    return what if layer is None else f"`adata.layers[{layer!r}]`"
+
+
+def _fix_dtype_hint(layer: str | None) -> str:
+    target = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    return f"convert it, e.g. `{target} = {target}.astype(np.float32)`"
+
+
+def _assert_real_dtype(x, what: str = "The data", hint: str = "convert it, e.g. `x.astype(np.float32)`") -> None:
+    """Fail unless ``x`` holds real numbers (not strings, objects, booleans or complex numbers)."""
+    dtype = x.dtype
+    if dtype.kind not in "iuf":
+        kinds = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes"}
+        got = kinds.get(dtype.kind, f"dtype {dtype}")
+        raise TypeError(f"{what} must be real numbers, got {got} (dtype {dtype}); {hint}.")
+
+
+def _assert_nonnegative_finite(
+    x, what: str = "The data", hint: str = "convert it to float, e.g. `adata.X = adata.X.astype(np.float32)`"
+) -> None:
+    """Fail on a non-real dtype, NaN/inf or negative entries (dense or sparse)."""
     values = x.data if sp.issparse(x) else np.asarray(x)
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
-        raise TypeError(f"{what} must be real numbers, got dtype {values.dtype}.")
+    _assert_real_dtype(values, what, hint)
     if not np.isfinite(values).all():
         n_bad = int((~np.isfinite(values)).sum())
         raise ValueError(
@@ -92,11 +134,143 @@ def _assert_choice(name: str, value, choices: Iterable) -> None:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
 
 
-def _save_results(adata: AnnData, writes: list[tuple[str, str, object]], start: float | None = None) -> None:
-    """Write every result in one step and log it like scanpy (``Adding adata.obsm['X_...']``)."""
-    for attr, key, value in writes:
-        getattr(adata, attr)[key] = value
-    keys = ", ".join(f"`adata.{attr}[{key!r}]`" for attr, key, _ in writes)
+def _assert_bool(name: str, value) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def _assert_str(name: str, value, *, optional: bool = False) -> None:
+    """Fail unless ``value`` is a non-empty string (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"`{name}` must be a non-empty string{' or None' if optional else ''}, got {value!r}.")
+
+
+def _assert_n_jobs(n_jobs) -> None:
+    if n_jobs is None:
+        return
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs == 0:
+        raise ValueError(f"`n_jobs` must be a non-zero integer (-1: all cores) or None, got {n_jobs!r}.")
+
+
+def _int_list(name: str, values, low: int, high: int | None = None) -> list[int]:
+    """Return an integer or an iterable of integers as a sorted list of unique ints in [low, high]."""
+    if isinstance(values, int | np.integer) and not isinstance(values, bool):
+        items = [values]
+    elif isinstance(values, Iterable) and not isinstance(values, str | bytes):
+        items = list(values)
+    else:
+        raise TypeError(f"`{name}` must be an integer or a sequence of integers, got {values!r}.")
+    if not items:
+        raise ValueError(f"`{name}` is empty; pass an integer or a range such as `range(2, 10)`.")
+    for v in items:
+        _assert_int_range(name, v, low, high)
+    return sorted({int(v) for v in items})
+
+
+#: Environment variable with the number of bytes of memory to assume available (overrides the system's).
+MEMORY_ENV = "SPATIALFACTORS_AVAILABLE_MEMORY"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now: ``SPATIALFACTORS_AVAILABLE_MEMORY``, psutil, /proc/meminfo or sysconf."""
+    override = os.environ.get(MEMORY_ENV)
+    if override:
+        try:
+            return int(float(override))
+        except ValueError:
+            raise ValueError(f"`{MEMORY_ENV}` must be a number of bytes, got {override!r}.") from None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None  # unknown: no guard
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _assert_fits_memory(n_bytes: float, what: str, hint: str) -> None:
+    """Fail before allocating ``n_bytes`` for ``what`` when that exceeds the memory available now.
+
+    The message gives both sizes and ``hint`` (how to need less); set
+    ``SPATIALFACTORS_AVAILABLE_MEMORY`` (bytes) to override the system's figure.
+    """
+    available = _available_memory()
+    if available is None or n_bytes <= available:
+        return
+    raise MemoryError(
+        f"{what} needs {_format_bytes(n_bytes)} but only {_format_bytes(available)} of memory are available; "
+        f"{hint}. To override the available figure, set the environment variable `{MEMORY_ENV}` (bytes)."
+    )
+
+
+def _get_obsm(adata: AnnData, key: str, *, hint: str, finite: bool = True) -> np.ndarray:
+    """Return ``.obsm[key]`` as a float64 (n_obs, k) array, checked; ``hint`` says how to compute it."""
+    _assert_str("basis", key)
+    if key not in adata.obsm:
+        raise KeyError(f"`adata.obsm[{key!r}]` not found; {hint}. Available keys: {sorted(adata.obsm)}.")
+    value = adata.obsm[key]
+    value = value.toarray() if sp.issparse(value) else np.asarray(value)
+    if value.dtype.kind not in "iufb":
+        raise TypeError(f"`adata.obsm[{key!r}]` must hold real numbers, got dtype {value.dtype}.")
+    value = value.astype(np.float64)
+    if value.ndim != 2 or value.shape[0] != adata.n_obs or value.shape[1] == 0:
+        raise ValueError(f"`adata.obsm[{key!r}]` must be (n_obs, K) with K >= 1, got shape {value.shape}.")
+    if finite and not np.isfinite(value).all():
+        raise ValueError(
+            f"`adata.obsm[{key!r}]` has {int((~np.isfinite(value)).sum())} NaN or infinite values; recompute it."
+        )
+    return value
+
+
+def _save_results(adata: AnnData, writes: list[tuple[str, str | None, object]], start: float | None = None) -> None:
+    """Write every result in one step and log it like scanpy (``Adding adata.obsm['X_...']``).
+
+    ``writes`` holds ``(attr, key, value)``; ``("X", None, value)`` replaces ``.X``. Should one
+    assignment fail (AnnData refuses a shape), the ones before it are undone, so ``adata`` is
+    either fully updated or untouched.
+    """
+    missing = object()
+    undo: list[tuple[str, str | None, object]] = []
+    try:
+        for attr, key, value in writes:
+            if key is None:
+                old = getattr(adata, attr)
+                setattr(adata, attr, value)
+            else:
+                store = getattr(adata, attr)
+                old = store[key] if key in store else missing
+                store[key] = value
+            undo.append((attr, key, old))  # only once the write has happened
+    except Exception:
+        for attr, key, old in reversed(undo):
+            if key is None:
+                setattr(adata, attr, old)
+            elif old is missing:
+                del getattr(adata, attr)[key]
+            else:
+                getattr(adata, attr)[key] = old
+        raise
+    keys = ", ".join(f"`adata.{attr}`" if key is None else f"`adata.{attr}[{key!r}]`" for attr, key, _ in writes)
     logg.info(f"finished ({time.perf_counter() - start:.1f}s)" if start is not None else "finished")
     logg.hint(f"added {keys}")
 
@@ -106,12 +280,16 @@ def _graph_hint(library_key: str | None) -> str:
     return f"`sq.gr.spatial_neighbors_delaunay(adata{lib})` (or `sq.gr.spatial_neighbors_knn` / `_radius`)"
 
 
-def _get_graph(adata: AnnData, connectivity_key: str, library_key: str | None = None) -> sp.csr_matrix:
+def _get_graph(
+    adata: AnnData, connectivity_key: str, library_key: str | None = None, *, require_edges: bool = True
+) -> sp.csr_matrix:
     """Return ``.obsp[connectivity_key]`` checked to be a usable spatial graph.
 
-    The graph must be square over the cells, finite, non-negative, symmetric and without
-    self-loops; with ``library_key``, no edge may join two fields of view.
+    The graph must be square over the cells, real, finite, non-negative, symmetric and without
+    self-loops, with at least one edge (unless not ``require_edges``); with ``library_key``, no
+    edge may join two fields of view. Isolated nodes are allowed (the caller decides).
     """
+    _assert_str("connectivity_key", connectivity_key)
     if connectivity_key not in adata.obsp:
         raise KeyError(
             f"`adata.obsp[{connectivity_key!r}]` not found: build the spatial graph first, e.g. "
@@ -123,9 +301,18 @@ def _get_graph(adata: AnnData, connectivity_key: str, library_key: str | None = 
             f"`adata.obsp[{connectivity_key!r}]` has shape {a.shape}, expected ({adata.n_obs}, {adata.n_obs}); "
             f"rebuild it on this AnnData with {_graph_hint(library_key)}."
         )
+    dtype = a.dtype
+    if dtype.kind not in "iufb":
+        raise TypeError(
+            f"`adata.obsp[{connectivity_key!r}]` must hold real edge weights, got dtype {dtype}; "
+            f"rebuild it with {_graph_hint(library_key)}."
+        )
     a = sp.csr_matrix(a, dtype=np.float64)
     if not np.isfinite(a.data).all() or (a.data < 0).any():
-        raise ValueError(f"`adata.obsp[{connectivity_key!r}]` has negative, NaN or infinite weights.")
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` has negative, NaN or infinite weights; "
+            f"rebuild it with {_graph_hint(library_key)}."
+        )
     if a.diagonal().any():
         raise ValueError(
             f"`adata.obsp[{connectivity_key!r}]` has {int((a.diagonal() != 0).sum())} self-loops; remove them, "
@@ -137,6 +324,11 @@ def _get_graph(adata: AnnData, connectivity_key: str, library_key: str | None = 
             f"`adata.obsp[{connectivity_key!r}]` is not symmetric; symmetrise it, e.g. `A = A.maximum(A.T)`."
         )
     a.eliminate_zeros()
+    if require_edges and a.nnz == 0:
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` has no edges: every cell is isolated. Build the graph from the "
+            f"cells' coordinates with {_graph_hint(library_key)}."
+        )
     if library_key is not None:
         codes = adata.obs[library_key].cat.codes.to_numpy()
         coo = a.tocoo()
@@ -157,6 +349,12 @@ def _assert_categorical(adata: AnnData, key: str, what: str = "library_key") -> 
             f"`adata.obs[{key!r}]` must be categorical; convert it with "
             f"`adata.obs[{key!r}] = adata.obs[{key!r}].astype('category')`."
         )
+    n_missing = int(adata.obs[key].isna().sum())
+    if n_missing:
+        raise ValueError(
+            f"`adata.obs[{key!r}]` is missing for {n_missing} obs; every obs needs a category: drop them, e.g. "
+            f"`adata = adata[adata.obs[{key!r}].notna()].copy()`."
+        )
 
 
 def _assert_real_range(name: str, value, low: float, high: float | None = None, *, low_open: bool = False) -> None:
@@ -171,6 +369,7 @@ def _assert_real_range(name: str, value, low: float, high: float | None = None, 
 
 def _get_patterns(adata: AnnData, key: str) -> np.ndarray:
     """Return the obs x K weights ``.obsm['X_<key>']`` of a factorisation (stanmf, spicemix), checked."""
+    _assert_str("key", key)
     basis = f"X_{key}"
     if basis not in adata.obsm:
         raise KeyError(
@@ -178,16 +377,12 @@ def _get_patterns(adata: AnnData, key: str) -> np.ndarray:
             f"`sf.tl.stanmf(adata, key_added={key!r})` or `sf.tl.spicemix(adata, key_added={key!r})` first. "
             f"Available: {sorted(adata.obsm)}."
         )
-    p = np.asarray(adata.obsm[basis], dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != adata.n_obs:
-        raise ValueError(f"`adata.obsm[{basis!r}]` must be (n_obs, K), got shape {p.shape}.")
-    if not np.isfinite(p).all():
-        raise ValueError(f"`adata.obsm[{basis!r}]` has NaN or infinite values.")
-    return p
+    return _get_obsm(adata, basis, hint=f"run `sf.tl.stanmf(adata, key_added={key!r})` first")
 
 
 def _get_region_ids(adata: AnnData, region_key: str) -> np.ndarray:
     """Return ``obs[region_key]`` as int64 structure ids (0 = no region), checked."""
+    _assert_str("region_key", region_key)
     if region_key not in adata.obs:
         raise KeyError(
             f"`region_key={region_key!r}` is not a column of `adata.obs`; voxel data read by `sf.io.read_aba` "
@@ -200,7 +395,10 @@ def _get_region_ids(adata: AnnData, region_key: str) -> np.ndarray:
     if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"`adata.obs[{region_key!r}]` must hold integer structure ids, got dtype {arr.dtype}.")
+        raise TypeError(
+            f"`adata.obs[{region_key!r}]` must hold integer structure ids (0: no region), got dtype {arr.dtype}; "
+            "with acronyms, map them to ids first, e.g. with `sf.io.read_ontology(path).id_of(acronym)`."
+        )
     arr = arr.astype(np.int64)
     if (arr < 0).any():
         raise ValueError(f"`adata.obs[{region_key!r}]` has negative structure ids; 0 marks voxels in no region.")

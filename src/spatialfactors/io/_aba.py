@@ -18,7 +18,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 from tqdm.auto import tqdm
 
-from spatialfactors._validation import _assert_choice
+from spatialfactors._validation import _assert_bool, _assert_choice, _assert_fits_memory
 
 from ._metaimage import read_mhd
 from ._ontology import Ontology, _as_ontology
@@ -186,7 +186,16 @@ def read_aba(
     """
     start = time.perf_counter()
     _assert_choice("dtype", dtype, ("float32", "float64"))
-    files = [Path(energy)] if isinstance(energy, str | os.PathLike) else [Path(f) for f in energy]
+    _assert_bool("brain_only", brain_only)
+    _assert_bool("progress", progress)
+    if isinstance(energy, str | os.PathLike):
+        files = [Path(energy)]
+    elif isinstance(energy, Sequence) and all(isinstance(f, str | os.PathLike) for f in energy):
+        files = [Path(f) for f in energy]
+    else:
+        raise TypeError(f"`energy` must be a path or a sequence of paths to Allen grid files, got {energy!r}.")
+    if not isinstance(annotation, str | os.PathLike):
+        raise TypeError(f"`annotation` must be the path of the grid annotation, got {annotation!r}.")
     if not files:
         raise ValueError("`energy` is empty: pass one or more Allen grid files.")
     for f in files:
@@ -195,7 +204,9 @@ def read_aba(
     if genes is not None:
         genes = [genes] if isinstance(genes, str) else list(genes)
         if len(genes) != len(files):
-            raise ValueError(f"`genes` has {len(genes)} names for {len(files)} files.")
+            raise ValueError(f"`genes` has {len(genes)} names for {len(files)} files; pass one name per file.")
+        if not all(isinstance(g, str) and g for g in genes):
+            raise TypeError(f"`genes` must be non-empty strings, one per file, got {genes[:5]!r}.")
 
     labels, header = read_mhd(annotation)
     where = str(annotation)
@@ -252,6 +263,12 @@ def read_aba(
 
     # One preallocated matrix, filled column by column: peak memory = X + one grid (a 4,345-gene
     # 200 um atlas is 1.1 GB in float32; no list of volumes, no stacking copy).
+    _assert_fits_memory(
+        len(flat) * len(files) * np.dtype(dtype).itemsize + 8 * mask.size,
+        f"The {len(flat)} voxels x {len(files)} genes matrix ({dtype})",
+        "read fewer genes at a time (a list of files) or keep fewer voxels with `mask=`"
+        + (", or use `dtype='float32'`" if dtype == "float64" else ""),
+    )
     x = np.empty((len(flat), len(files)), dtype=dtype)
     for j, f in enumerate(tqdm(files, desc="ABA grids", unit="gene", disable=not progress)):
         volume, gene_header = read_mhd(f, name="energy" if _has_several_headers(f) else None)

@@ -5,22 +5,40 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from spatialfactors._validation import _assert_fits_memory
+
 
 def _grid(adata: AnnData) -> tuple[tuple[int, int, int], np.ndarray, float]:
-    """Grid shape (AP, DV, ML), brain mask and spacing from ``.uns['aba']``."""
+    """Grid shape (AP, DV, ML), brain mask and spacing from ``.uns['aba']``, checked."""
     info = adata.uns.get("aba")
     if not isinstance(info, dict) or "mask" not in info:
         raise KeyError(
             "`adata.uns['aba']` with the voxel grid (`grid_shape`, `spacing`, `mask`) not found; "
             "voxel data read by `sf.io.read_aba` carry it."
         )
-    mask = np.asarray(info["mask"], dtype=bool)
-    shape = tuple(int(s) for s in info.get("grid_shape", mask.shape))
+    mask = np.asarray(info["mask"])
+    if mask.dtype != bool:
+        raise TypeError(
+            f"`adata.uns['aba']['mask']` must be a boolean array of the grid shape, got dtype {mask.dtype}; "
+            "it marks the grid voxels that are obs, as `sf.io.read_aba` writes it."
+        )
+    try:
+        shape = tuple(int(s) for s in np.asarray(info.get("grid_shape", mask.shape)).ravel())
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`adata.uns['aba']['grid_shape']` must be the grid's size along each axis, got {info['grid_shape']!r}."
+        ) from None
     if mask.shape != shape:
         raise ValueError(f"`adata.uns['aba']['mask']` has shape {mask.shape}, expected the grid shape {shape}.")
     if int(mask.sum()) != adata.n_obs:
-        raise ValueError(f"The grid mask has {int(mask.sum())} voxels but `adata` has {adata.n_obs} observations.")
-    return shape, mask, float(info.get("spacing", 1.0))
+        raise ValueError(
+            f"The grid mask has {int(mask.sum())} voxels but `adata` has {adata.n_obs} observations; after "
+            "subsetting voxels, update the mask too (or subset genes only: `adata[:, genes]`)."
+        )
+    spacing = info.get("spacing", 1.0)
+    if isinstance(spacing, bool) or not isinstance(spacing, int | float | np.integer | np.floating):
+        raise TypeError(f"`adata.uns['aba']['spacing']` must be a number (micrometres), got {spacing!r}.")
+    return shape, mask, float(spacing)
 
 
 def to_volume(
@@ -62,23 +80,48 @@ def to_volume(
     array([[1., 0.],
            [2., 0.]])
     """
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`adata` must be an AnnData with the voxel grid in `.uns['aba']`, got {type(adata).__name__}.")
     shape, mask, _ = _grid(adata)
     if basis is not None:
+        if not isinstance(basis, str):
+            raise TypeError(f"`basis` must be a key of `adata.obsm` (a string), got {basis!r}.")
         if basis not in adata.obsm:
-            raise KeyError(f"`adata.obsm[{basis!r}]` not found.")
-        vec = np.asarray(adata.obsm[basis])[:, int(values)]
+            raise KeyError(f"`adata.obsm[{basis!r}]` not found; available keys: {sorted(adata.obsm)}.")
+        matrix = adata.obsm[basis]
+        n_cols = matrix.shape[1] if getattr(matrix, "ndim", 1) == 2 else 0
+        if isinstance(values, bool) or not isinstance(values, int | np.integer) or not 0 <= values < n_cols:
+            raise ValueError(
+                f"With `basis`, `values` must be a column index of `adata.obsm[{basis!r}]` (0 ... {n_cols - 1}), "
+                f"got {values!r}."
+            )
+        vec = np.asarray(matrix.iloc[:, int(values)] if hasattr(matrix, "iloc") else matrix[:, int(values)])
+        vec = vec.toarray() if hasattr(vec, "toarray") else vec
     elif isinstance(values, str):
         if values in adata.obs:
             vec = adata.obs[values].to_numpy()
         elif values in adata.var_names:
             col = adata[:, values].X
-            vec = np.asarray(col.todense() if hasattr(col, "todense") else col).ravel()
+            vec = np.asarray(col.todense() if hasattr(col, "todense") else col)
         else:
             raise KeyError(f"{values!r} is neither a column of `adata.obs` nor a gene in `adata.var_names`.")
     else:
-        vec = np.asarray(values).ravel()
+        vec = np.asarray(values)
+    vec = np.asarray(vec).ravel()
+    if vec.dtype.kind not in "iufb":
+        raise TypeError(
+            f"`values` must be numeric to place into a volume, got dtype {vec.dtype}; for a categorical column "
+            "use its codes, e.g. `adata.obs[key].cat.codes.to_numpy()`."
+        )
     if vec.shape[0] != adata.n_obs:
         raise ValueError(f"`values` has length {vec.shape[0]}, expected one value per voxel ({adata.n_obs}).")
+    if isinstance(fill_value, bool) or not isinstance(fill_value, int | float | np.integer | np.floating):
+        raise TypeError(f"`fill_value` must be a number, got {fill_value!r}.")
+    _assert_fits_memory(
+        8 * int(np.prod(shape, dtype=np.float64)),
+        f"A float64 volume of shape {shape}",
+        "check `adata.uns['aba']['grid_shape']`, or place the values on a coarser grid",
+    )
     volume = np.full(shape, fill_value, dtype=np.float64)
     volume[mask] = vec
     return volume

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -30,6 +32,47 @@ def _chosen_patterns(patterns, n_patterns: int, what: str = "patterns") -> list[
     if isinstance(patterns, str | int | np.integer):
         patterns = [patterns]
     return [_pattern_index(p, n_patterns, what) for p in patterns]
+
+
+def _check_adata(adata, function: str) -> AnnData:
+    """Return ``adata`` if it is an AnnData; a SpatialData or anything else gets the call that fixes it."""
+    if isinstance(adata, AnnData):
+        return adata
+    if getattr(adata, "tables", None) is not None:
+        raise TypeError(
+            f"`sf.pl.{function}` draws an AnnData; pass the SpatialData's table, e.g. "
+            f"`sf.pl.{function}(sdata.tables['table'])`."
+        )
+    raise TypeError(f"`sf.pl.{function}` expects an AnnData, got {type(adata).__name__}.")
+
+
+def _chosen_components(components, n_factors: int, where: str) -> list[int]:
+    """0-based factor indices from None (all), one index or a sequence of indices, each checked."""
+    if components is None:
+        return list(range(n_factors))
+    if isinstance(components, int | np.integer) and not isinstance(components, bool):
+        components = [components]
+    if isinstance(components, str) or not isinstance(components, Iterable):
+        raise TypeError(f"`components` must be a sequence of 0-based column indices, got {components!r}.")
+    components = list(components)
+    wrong = [c for c in components if isinstance(c, bool) or not isinstance(c, int | np.integer)]
+    if wrong:
+        raise TypeError(f"`components` must be 0-based column indices (integers), got {wrong[:5]}.")
+    bad = [int(c) for c in components if not 0 <= c < n_factors]
+    if bad:
+        raise ValueError(f"`components` {bad} out of range for {n_factors} factors in {where} (0 ... {n_factors - 1}).")
+    if not components:
+        raise ValueError("`components` is empty; pass None to draw all.")
+    return [int(c) for c in components]
+
+
+def _chosen_planes(planes) -> list[str]:
+    """Projection planes from one name or a sequence of names, each checked."""
+    planes = [planes] if isinstance(planes, str) else list(planes)
+    unknown = [p for p in planes if p not in PLANES]
+    if unknown or not planes:
+        raise ValueError(f"Unknown planes {unknown}; choose one or more of {list(PLANES)}.")
+    return planes
 
 
 def _new_axes(ax: Axes | None, *, figsize: tuple[float, float] | None, dpi: float | None) -> tuple[Figure, Axes]:

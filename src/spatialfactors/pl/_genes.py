@@ -16,9 +16,18 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from spatialfactors._validation import _assert_bool, _assert_int_range, _assert_real_range, _assert_str
 from spatialfactors.io._volume import _grid, to_volume
 from spatialfactors.models.genes import importance_scores
-from spatialfactors.pl._base import PLANES, _chosen_patterns, _finish, _max_projection, _new_axes, _new_grid
+from spatialfactors.pl._base import (
+    PLANES,
+    _check_adata,
+    _chosen_patterns,
+    _finish,
+    _max_projection,
+    _new_axes,
+    _new_grid,
+)
 from spatialfactors.tl._pattern_genes import _factorisation, _pattern_genes_result, pattern_genes_df
 from spatialfactors.tl._sgcn import sgcn_graph
 
@@ -86,7 +95,11 @@ def pattern_genes(
     ... )
     ((3, 50), True)
     """
+    adata = _check_adata(adata, "pattern_genes")
     result = _pattern_genes_result(adata, key)
+    _assert_bool("counts", counts)
+    if vmax is not None:
+        _assert_real_range("vmax", vmax, 0.0, low_open=True)
     if values not in ("coefficients", "importance"):
         raise ValueError(f"`values` must be 'coefficients' or 'importance', got {values!r}.")
     if ax is not None and counts:
@@ -215,12 +228,13 @@ def pattern_with_genes(
     >>> len(axes), len(axes[0]), axes[0][1].get_title(loc="left") == sf.tl.pattern_genes_df(adata, 0)["names"][0]
     (2, 3, True)
     """
+    adata = _check_adata(adata, "pattern_with_genes")
     result = _pattern_genes_result(adata, key)
     dictionary, loadings, _ = _factorisation(adata, result["params"]["key"])
     n_patterns = loadings.shape[1]
     chosen = _chosen_patterns(patterns, n_patterns)
-    if isinstance(n_genes, bool) or not isinstance(n_genes, int | np.integer) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
+    _assert_int_range("n_genes", n_genes, 1)
+    _assert_bool("reconstructed", reconstructed)
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} not found in `adata.layers`; available: {sorted(adata.layers)}.")
     if layer is None and adata.X is None and not reconstructed:
@@ -232,8 +246,12 @@ def pattern_with_genes(
         _grid(adata)
         select = np.ones(adata.n_obs, bool)
     else:
+        _assert_str("spatial_key", spatial_key)
         if spatial_key not in adata.obsm:
-            raise KeyError(f"`adata.obsm[{spatial_key!r}]` not found; coordinates are needed to plot cells in space.")
+            raise KeyError(
+                f"`adata.obsm[{spatial_key!r}]` not found; coordinates are needed to plot cells in space "
+                f"(available: {sorted(adata.obsm)})."
+            )
         select = np.ones(adata.n_obs, bool)
         if library_key is not None:
             if library_key not in adata.obs:
@@ -335,10 +353,14 @@ def sgcn(
     >>> len(ax.collections[0].get_offsets()), len(ax.collections[1].get_segments())
     (10, 9)
     """
+    adata = _check_adata(adata, "sgcn")
     import networkx as nx
 
     if layout not in ("spring", "circular", "kamada_kawai"):
         raise ValueError(f"`layout` must be 'circular', 'spring' or 'kamada_kawai', got {layout!r}.")
+    _assert_real_range("node_size", node_size, 0.0)
+    _assert_real_range("font_size", font_size, 0.0)
+    _assert_int_range("seed", seed, 0)
     graph = sgcn_graph(adata, pattern, key=key)
     nodes = list(graph.nodes)
     edges = list(graph.edges)
@@ -436,7 +458,10 @@ def region_auc(
     >>> bool(ax.lines[0].get_xdata()[0] == adata.uns["region_auc"]["auc"])
     True
     """
-    if key not in adata.uns or "null" not in adata.uns[key] or "auc" not in adata.uns[key]:
+    adata = _check_adata(adata, "region_auc")
+    _assert_str("key", key)
+    _assert_int_range("bins", bins, 1)
+    if not isinstance(adata.uns.get(key), dict) or "null" not in adata.uns[key] or "auc" not in adata.uns[key]:
         raise KeyError(
             f"No region AUC result under key {key!r}; run `sf.tl.region_auc(adata, key_added={key!r})` first."
         )

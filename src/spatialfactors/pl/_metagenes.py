@@ -12,17 +12,20 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ._base import _finish, _new_axes, _new_grid
+from spatialfactors._validation import _assert_bool, _assert_str, _get_obsm
+
+from ._base import _check_adata, _chosen_components, _finish, _new_axes, _new_grid
 
 
 def _factor_frame(adata: AnnData, basis: str, *, normalize: bool = False) -> pd.DataFrame:
     """Return ``.obsm[basis]`` as a cells x factors DataFrame, optionally as proportions per cell."""
-    if basis not in adata.obsm:
-        raise KeyError(f"`adata.obsm[{basis!r}]` not found; available keys: {sorted(adata.obsm)}.")
+    _assert_bool("normalize", normalize)
+    numbers = _get_obsm(adata, basis, hint="compute the factors first, e.g. `sf.tl.spicemix(adata)`", finite=False)
     values = adata.obsm[basis]
-    if not isinstance(values, pd.DataFrame):
-        values = np.asarray(values)
-        values = pd.DataFrame(values, index=adata.obs_names, columns=[str(k) for k in range(values.shape[1])])
+    if isinstance(values, pd.DataFrame):
+        values = pd.DataFrame(numbers, index=adata.obs_names, columns=[str(c) for c in values.columns])
+    else:
+        values = pd.DataFrame(numbers, index=adata.obs_names, columns=[str(k) for k in range(numbers.shape[1])])
     if normalize:
         values = values.div(values.sum(axis=1).replace(0, np.nan), axis=0)
     return values
@@ -82,23 +85,21 @@ def metagenes(
     >>> adata = sf.datasets.simulate_cortex(n_fovs=2, n_cells=200)
     >>> fig = sf.pl.metagenes(adata, "X_true", library_key="fov", components=[4, 5], return_fig=True)
     """
+    adata = _check_adata(adata, "metagenes")
     weights = _factor_frame(adata, basis, normalize=normalize)
-    if spatial_key not in adata.obsm:
-        raise KeyError(f"`adata.obsm[{spatial_key!r}]` not found; coordinates are needed to plot in space.")
-    if components is None:
-        components = range(weights.shape[1])
-    components = list(components)
-    bad = [c for c in components if not 0 <= c < weights.shape[1]]
-    if bad:
-        raise ValueError(f"`components` {bad} out of range for {weights.shape[1]} factors in `.obsm[{basis!r}]`.")
+    xy = _get_obsm(adata, spatial_key, hint="coordinates are needed to plot in space", finite=False)
+    if xy.shape[1] < 2:
+        raise ValueError(f"`adata.obsm[{spatial_key!r}]` must have at least 2 columns (x, y), got {xy.shape[1]}.")
+    xy = xy[:, :2]
+    components = _chosen_components(components, weights.shape[1], f"`.obsm[{basis!r}]`")
     if library_key is None:
         libraries = [None]
-    elif library_key not in adata.obs:
-        raise KeyError(f"`adata.obs[{library_key!r}]` not found.")
     else:
+        _assert_str("library_key", library_key)
+        if library_key not in adata.obs:
+            raise KeyError(f"`adata.obs[{library_key!r}]` not found; available: {list(adata.obs.columns)}.")
         libraries = list(pd.Categorical(adata.obs[library_key]).categories)
 
-    xy = np.asarray(adata.obsm[spatial_key])[:, :2]
     fig, axes = _new_grid(len(libraries), len(components), panel_size=(2.6, 2.4), figsize=figsize, dpi=dpi)
     for col, k in enumerate(components):
         values = weights.iloc[:, k].to_numpy()
@@ -164,9 +165,11 @@ def metagene_expression(
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=300)
     >>> ax = sf.pl.metagene_expression(adata, "X_true", groupby="cell_type", show=False)
     """
+    adata = _check_adata(adata, "metagene_expression")
     weights = _factor_frame(adata, basis, normalize=normalize)
+    _assert_str("groupby", groupby)
     if groupby not in adata.obs:
-        raise KeyError(f"`adata.obs[{groupby!r}]` not found.")
+        raise KeyError(f"`adata.obs[{groupby!r}]` not found; available: {list(adata.obs.columns)}.")
     means = weights.groupby(pd.Categorical(adata.obs[groupby]), observed=True).mean()
     fig, ax = _new_axes(ax, figsize=figsize or (0.45 * means.shape[1] + 2, 0.35 * means.shape[0] + 1.5), dpi=dpi)
     sns.heatmap(means, ax=ax, cmap=cmap, cbar_kws={"label": "mean proportion" if normalize else "mean weight"})

@@ -12,12 +12,22 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spatialfactors._validation import _assert_int_range, _assert_real_range, _assert_str
 from spatialfactors.io._volume import _grid, to_volume
-from spatialfactors.pl._base import PLANES, _chosen_patterns, _finish, _max_projection, _new_axes, _new_grid
+from spatialfactors.pl._base import (
+    PLANES,
+    _check_adata,
+    _chosen_patterns,
+    _finish,
+    _max_projection,
+    _new_axes,
+    _new_grid,
+)
 
 
 def _link_result(adata: AnnData, key: str) -> dict:
-    if key not in adata.uns or "correlation" not in adata.uns[key]:
+    _assert_str("key", key)
+    if not isinstance(adata.uns.get(key), dict) or "correlation" not in adata.uns[key]:
         raise KeyError(
             f"No region linking result under key {key!r}; run `sf.tl.link_regions(adata, key_added={key!r})` first."
         )
@@ -111,7 +121,19 @@ def region_correlation(
     >>> len(ax.collections[0].get_offsets())  # 2 patterns x 3 regions
     6
     """
+    adata = _check_adata(adata, "region_correlation")
     result = _link_result(adata, key)
+    _assert_int_range("n_top", n_top, 1)
+    _assert_real_range("max_size", max_size, 0.0, low_open=True)
+    if ontology is not None:
+        from spatialfactors.tl._link_regions import _resolve_ontology
+
+        ontology = _resolve_ontology(ontology)
+    if isinstance(groups, str):
+        if groups != "coarse":
+            raise ValueError(f"`groups` must be 'coarse', a depth (integer) or None, got {groups!r}.")
+    elif groups is not None:
+        _assert_int_range("groups", groups, 0)
     table = result["correlation"]
     info = result["regions"]
     rows = _chosen_patterns(patterns, table.shape[0])
@@ -177,7 +199,7 @@ def _link_rows(result: dict, n_regions: int | None) -> pd.DataFrame:
         rows = best[best["selected"].astype(bool)]
     else:
         sizes = sorted(set(best["n_regions"].astype(int)))
-        if n_regions not in sizes:
+        if isinstance(n_regions, bool) or n_regions not in sizes:
             raise ValueError(f"`n_regions` must be one of {sizes}, got {n_regions!r}.")
         rows = best[best["n_regions"] == n_regions]
     return rows.set_index("pattern")
@@ -243,6 +265,7 @@ def linked_regions(
     >>> len(axes), len(axes[0])
     (2, 2)
     """
+    adata = _check_adata(adata, "linked_regions")
     result = _link_result(adata, key)
     if plane not in PLANES:
         raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
@@ -326,6 +349,7 @@ def link_heatmap(
     >>> ax.collections[0].get_array().reshape(2, 2).round(2).tolist()
     [[1.0, -0.5], [-0.5, 1.0]]
     """
+    adata = _check_adata(adata, "link_heatmap")
     result = _link_result(adata, key)
     table = result["linked"]
     links = _link_rows(result, None)

@@ -11,11 +11,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 
-from spatialfactors.pl._base import _finish, _new_axes
+from spatialfactors._validation import _assert_bool, _assert_str
+from spatialfactors.pl._base import _check_adata, _finish, _new_axes
 
 
 def _spicemix_result(adata: AnnData, key: str) -> dict:
-    if key not in adata.uns or "affinity" not in adata.uns[key]:
+    _assert_str("key", key)
+    if not isinstance(adata.uns.get(key), dict) or "affinity" not in adata.uns[key]:
         raise KeyError(f"No SpiceMix result under key {key!r}; run `sf.tl.spicemix(adata, key_added={key!r})` first.")
     return adata.uns[key]
 
@@ -70,7 +72,14 @@ def affinity(
     >>> sf.tl.spicemix(adata, 6, max_iter=3)
     >>> ax = sf.pl.affinity(adata, show=False)
     """
+    adata = _check_adata(adata, "affinity")
     s = np.asarray(_spicemix_result(adata, key)["affinity"])
+    _assert_bool("cluster", cluster)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.dtype.kind not in "iuf" or not np.isfinite(s).all():
+        raise ValueError(
+            f"`adata.uns[{key!r}]['affinity']` must be a finite square matrix, got shape {s.shape}; rerun "
+            f"`sf.tl.spicemix(adata, key_added={key!r})`."
+        )
     order = np.arange(len(s))
     if cluster and len(s) > 2:
         order = leaves_list(linkage(s, method="average"))
@@ -133,7 +142,13 @@ def convergence(
     >>> sf.tl.spicemix(adata, 6, max_iter=3)
     >>> ax = sf.pl.convergence(adata, show=False)
     """
-    history = _spicemix_result(adata, key)["history"]
+    adata = _check_adata(adata, "convergence")
+    history = _spicemix_result(adata, key).get("history")
+    if not hasattr(history, "columns") or not {"iteration", "objective"} <= set(history.columns):
+        raise KeyError(
+            f"`adata.uns[{key!r}]['history']` (a table with `iteration` and `objective`) not found; rerun "
+            f"`sf.tl.spicemix(adata, key_added={key!r})`."
+        )
     fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
     ax.plot(history["iteration"], history["objective"], marker="o", ms=2)
     ax.set_xlabel("iteration (0 = initialisation)")

@@ -12,20 +12,37 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spatialfactors._validation import _assert_str
 from spatialfactors.io._volume import _grid, to_volume
-from spatialfactors.pl._base import PLANES, _finish, _max_projection, _new_axes, _new_grid
+from spatialfactors.pl._base import (
+    _check_adata,
+    _chosen_components,
+    _chosen_planes,
+    _finish,
+    _max_projection,
+    _new_axes,
+    _new_grid,
+)
 from spatialfactors.pl._metagenes import metagenes
+
+#: What writes each entry of a staNMF result, for the message when it is missing.
+_WRITTEN_BY = {
+    "instability": "a sweep over K, e.g. `sf.tl.stanmf(adata, n_components=range(8, 31))`",
+    "genes": "`sf.tl.stanmf` (SpiceMix results have no per-gene reconstruction accuracy)",
+    "morans_i": "`sf.tl.stanmf` when the spatial graph exists",
+}
 
 
 def _result(adata: AnnData, key: str, entry: str | None = None):
-    if key not in adata.uns or f"X_{key}" not in adata.obsm:
+    _assert_str("key", key)
+    if key not in adata.uns or f"X_{key}" not in adata.obsm or not isinstance(adata.uns[key], dict):
         raise KeyError(
             f"No factorisation result under key {key!r}; run `sf.tl.stanmf(adata, key_added={key!r})` "
             "(or `sf.tl.spicemix`) first."
         )
     uns = adata.uns[key]
     if entry is not None and entry not in uns:
-        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by a sweep over K.")
+        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by {_WRITTEN_BY[entry]}.")
     return uns if entry is None else uns[entry]
 
 
@@ -67,6 +84,7 @@ def instability(
     >>> sf.tl.stanmf(adata, n_components=range(5, 8), n_replicates=4)
     >>> ax = sf.pl.instability(adata, show=False)
     """
+    adata = _check_adata(adata, "instability")
     table = _result(adata, key, "instability")
     fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
     labels = {"nmf": "staNMF", "pca": "PCA", "spicemix": "SpiceMix"}
@@ -134,6 +152,7 @@ def patterns(
     >>> sf.tl.stanmf(adata, n_components=4, pca=False)
     >>> fig = sf.pl.patterns(adata, components=[0, 1], return_fig=True)
     """
+    adata = _check_adata(adata, "patterns")
     _result(adata, key)
     basis = f"X_{key}"
     if "aba" not in adata.uns:
@@ -149,14 +168,8 @@ def patterns(
             save=save,
             return_fig=return_fig,
         )
-    unknown = [p for p in planes if p not in PLANES]
-    if unknown:
-        raise ValueError(f"Unknown planes {unknown}; choose from {list(PLANES)}.")
-    n_patterns = adata.obsm[basis].shape[1]
-    components = list(range(n_patterns)) if components is None else list(components)
-    bad = [c for c in components if not 0 <= c < n_patterns]
-    if bad:
-        raise ValueError(f"`components` {bad} out of range for {n_patterns} patterns.")
+    planes = _chosen_planes(planes)
+    components = _chosen_components(components, adata.obsm[basis].shape[1], f"`adata.obsm[{basis!r}]`")
     _grid(adata)
     fig, axes = _new_grid(len(components), len(planes), panel_size=(2.4, 1.8), figsize=figsize, dpi=dpi)
     for row, c in enumerate(components):
@@ -212,6 +225,7 @@ def reconstruction(
     >>> sf.tl.stanmf(adata, n_components=5)
     >>> ax = sf.pl.reconstruction(adata, show=False)
     """
+    adata = _check_adata(adata, "reconstruction")
     genes = _result(adata, key, "genes")
     fig, ax = _new_axes(ax, figsize=figsize or (3.6, 3.4), dpi=dpi)
     nmf = genes["reconstruction_pcc"].to_numpy()
@@ -266,6 +280,7 @@ def patterns_per_gene(
     >>> sf.tl.stanmf(adata, n_components=5, pca=False)
     >>> ax = sf.pl.patterns_per_gene(adata, show=False)
     """
+    adata = _check_adata(adata, "patterns_per_gene")
     genes = _result(adata, key, "genes")
     k = adata.uns[key]["k"]
     counts = np.bincount(genes["n_patterns"].to_numpy().astype(int), minlength=k + 1)[1:]
@@ -316,6 +331,7 @@ def morans_i(
     >>> sf.tl.stanmf(adata, n_components=5)
     >>> ax = sf.pl.morans_i(adata, show=False)
     """
+    adata = _check_adata(adata, "morans_i")
     try:
         table = _result(adata, key, "morans_i")
     except KeyError as err:

@@ -10,7 +10,18 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
-from spatialfactors._validation import _assert_int_range, _extract_adata, _get_matrix, _save_results
+from spatialfactors._validation import (
+    _assert_bool,
+    _assert_fits_memory,
+    _assert_int_range,
+    _assert_real_dtype,
+    _assert_str,
+    _extract_adata,
+    _fix_dtype_hint,
+    _get_matrix,
+    _matrix_label,
+    _save_results,
+)
 from spatialfactors.models.impute import knn_fill
 
 
@@ -111,24 +122,50 @@ def impute_voxels(
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
     _assert_int_range("n_neighbors", n_neighbors, 1)
+    _assert_bool("evaluate", evaluate)
     _assert_int_range("n_holdout", n_holdout, 1)
     _assert_int_range("random_state", random_state, 0)
+    _assert_bool("copy", copy)
+    _assert_str("spatial_key", spatial_key)
     if spatial_key not in adata.obsm:
         raise KeyError(
             f"`adata.obsm[{spatial_key!r}]` with the voxel coordinates not found; voxel data read by "
             f"`sf.io.read_aba` carry it (available keys: {sorted(adata.obsm)})."
         )
-    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[0] != adata.n_obs or not np.isfinite(coords).all():
-        raise ValueError(f"`adata.obsm[{spatial_key!r}]` must be a finite (n_obs, n_dims) array of coordinates.")
+    coords = np.asarray(adata.obsm[spatial_key])
+    if coords.dtype.kind not in "iuf" or coords.ndim != 2 or coords.shape[0] != adata.n_obs:
+        raise ValueError(
+            f"`adata.obsm[{spatial_key!r}]` must be a real (n_obs, n_dims) array of coordinates, got dtype "
+            f"{coords.dtype} and shape {coords.shape}."
+        )
+    coords = coords.astype(np.float64)
+    if not np.isfinite(coords).all():
+        raise ValueError(
+            f"`adata.obsm[{spatial_key!r}]` must be a finite (n_obs, n_dims) array of coordinates; it has NaN or "
+            "infinite values, but every voxel needs a place."
+        )
     if sp.issparse(x):
-        raise TypeError("Voxel imputation needs a dense matrix with NaN for missing values, got a sparse matrix.")
+        raise TypeError(
+            "Voxel imputation needs a dense matrix with NaN for missing values, got a sparse matrix (whose "
+            "missing entries would read as 0); densify it first, e.g. `adata.X = adata.X.toarray()`."
+        )
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise TypeError(f"The expression values must be real numbers, got dtype {x.dtype}.")
+    _assert_real_dtype(x, _matrix_label(layer, "The expression values"), _fix_dtype_hint(layer))
     if np.isinf(x).any():
-        raise ValueError(f"The matrix contains {int(np.isinf(x).sum())} infinite values; only NaN marks missing.")
+        raise ValueError(
+            f"The matrix contains {int(np.isinf(x).sum())} infinite values; only NaN marks missing. Replace them, "
+            "e.g. `x[np.isinf(x)] = np.nan`."
+        )
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    memory_hint = (
+        "impute a subset of the genes at a time (e.g. `sf.pp.impute_voxels(adata[:, genes].copy())`), "
+        "or read the grids as float32 (`sf.io.read_aba(..., dtype='float32')`)"
+    )
+    what = f"Imputing {x.shape[0]} voxels x {x.shape[1]} genes"
+    # The NaN mask and the filled copy; then the indices and predictions of the missing entries.
+    _assert_fits_memory(x.size * (1 + np.dtype(dtype).itemsize), what, memory_hint)
     missing = np.isnan(x)
+    _assert_fits_memory(x.size * np.dtype(dtype).itemsize + 24 * int(missing.sum()), what, memory_hint)
     n_observed = adata.n_obs - missing.sum(axis=0)
     if (n_observed == 0).any():
         empty = list(adata.var_names[n_observed == 0][:5])
@@ -145,7 +182,6 @@ def impute_voxels(
     if np.nanmin(x, initial=0) < 0:
         logg.warning("The matrix has negative values; Allen grids mark missing voxels with -1, use NaN instead.")
 
-    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     per_gene = pd.DataFrame(
         {"n_observed": n_observed.astype(np.int64), "n_imputed": missing.sum(axis=0).astype(np.int64)},
         index=adata.var_names.copy(),
@@ -153,7 +189,7 @@ def impute_voxels(
     uns: dict = {
         "params": {
             "n_neighbors": int(n_neighbors),
-            "layer": layer,
+            "layer": layer if layer is not None else "X",
             "spatial_key": spatial_key,
             "evaluate": bool(evaluate),
             "n_holdout": int(n_holdout),
@@ -197,10 +233,6 @@ def impute_voxels(
     filled[rows, cols] = knn_fill(coords, x, missing, rows, cols, n_neighbors)
 
     target = adata.copy() if copy else adata
-    writes = [("uns", "impute_voxels", uns)]
-    if layer is None:
-        target.X = filled
-    else:
-        writes.insert(0, ("layers", layer, filled))
+    writes = [("X", None, filled) if layer is None else ("layers", layer, filled), ("uns", "impute_voxels", uns)]
     _save_results(target, writes, start)
     return target if copy else None

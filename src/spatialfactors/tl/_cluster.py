@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ from scanpy import logging as logg
 from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
 
-from spatialfactors._validation import _assert_int_range, _extract_adata, _save_results
+from spatialfactors._validation import _assert_bool, _assert_str, _extract_adata, _get_obsm, _int_list, _save_results
 
 
 def cluster_latent(
@@ -70,25 +70,18 @@ def cluster_latent(
     """
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
-    if basis not in adata.obsm:
-        raise KeyError(
-            f"`adata.obsm[{basis!r}]` not found; run the factorisation first (available: {sorted(adata.obsm)})."
-        )
-    values = np.asarray(adata.obsm[basis], dtype=np.float64)
-    if values.ndim != 2 or not np.isfinite(values).all():
-        raise ValueError(f"`adata.obsm[{basis!r}]` must be a finite 2-D array.")
+    values = _get_obsm(adata, basis, hint="run the factorisation first, e.g. `sf.tl.spicemix(adata)` for 'X_spicemix'")
     if reference_key is not None and reference_key not in adata.obs:
-        raise KeyError(f"`reference_key={reference_key!r}` is not a column of `adata.obs`.")
-    if n_clusters is None:
-        candidates = list(range(2, 21))
-    elif isinstance(n_clusters, Iterable):
-        candidates = sorted({int(k) for k in n_clusters})
-    else:
-        candidates = [n_clusters]
-    if not candidates:
-        raise ValueError("`n_clusters` is empty.")
-    for k in candidates:
-        _assert_int_range("n_clusters", k, 2, adata.n_obs - 1)
+        raise KeyError(
+            f"`reference_key={reference_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
+        )
+    if adata.n_obs < 3:
+        raise ValueError(f"Clustering needs at least 3 obs, `adata` has {adata.n_obs}.")
+    default = range(2, min(21, adata.n_obs))  # a cut needs fewer clusters than obs
+    candidates = _int_list("n_clusters", default if n_clusters is None else n_clusters, 2, adata.n_obs - 1)
+    _assert_bool("normalize", normalize)
+    _assert_str("key_added", key_added, optional=True)
+    _assert_bool("copy", copy)
     if normalize:
         sums = values.sum(1, keepdims=True)
         values = np.divide(values, sums, out=np.zeros_like(values), where=sums > 0)

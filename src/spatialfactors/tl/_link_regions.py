@@ -12,9 +12,11 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from spatialfactors._validation import (
+    _assert_bool,
     _assert_choice,
     _assert_int_range,
     _assert_real_range,
+    _assert_str,
     _extract_adata,
     _get_patterns,
     _get_region_ids,
@@ -35,6 +37,23 @@ def _map_level(ids: np.ndarray, ontology, level: int | str) -> np.ndarray:
         mapped = np.asarray(ontology.at_depth(uniq, level), dtype=np.int64)
     out[inside] = np.maximum(mapped, 0)[inverse]  # map_to gives -1 outside every target region
     return out
+
+
+def _resolve_ontology(ontology):
+    """Return an Ontology from an Ontology, a structure CSV path or None; anything else is an error."""
+    if ontology is None:
+        return None
+    if isinstance(ontology, str | os.PathLike):
+        from spatialfactors.io._ontology import read_ontology
+
+        return read_ontology(ontology)
+    # Duck-typed: anything with the lookups of an Ontology works (e.g. only `at_depth` for `level=`).
+    if not any(hasattr(ontology, name) for name in ("map_to", "at_depth", "descendants", "id_of")):
+        raise TypeError(
+            "`ontology` must be an `sf.io.Ontology` or the path of Allen's structure CSV (read with "
+            f"`sf.io.read_ontology(path)`), got {type(ontology).__name__}."
+        )
+    return ontology
 
 
 def _region_table(
@@ -192,10 +211,9 @@ def link_regions(
     _assert_int_range("beam_width", beam_width, 1)
     if max_candidates is not None:
         _assert_int_range("max_candidates", max_candidates, 1)
-    if ontology is not None and isinstance(ontology, str | os.PathLike):
-        from spatialfactors.io._ontology import read_ontology
-
-        ontology = read_ontology(ontology)
+    _assert_str("key_added", key_added)
+    _assert_bool("copy", copy)
+    ontology = _resolve_ontology(ontology)
     if level is not None:
         if ontology is None:
             raise ValueError(

@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from spatialfactors._validation import _assert_int_range, _extract_adata, _get_patterns, _save_results
+from spatialfactors._validation import (
+    _assert_bool,
+    _assert_int_range,
+    _assert_str,
+    _extract_adata,
+    _get_patterns,
+    _save_results,
+)
 from spatialfactors.models.genes import assign_patterns, importance_scores, rank_genes
 
 #: Where a factorisation keeps its gene loadings, in order of preference (staNMF, SpiceMix).
@@ -21,6 +28,7 @@ def _pattern_names(k: int) -> list[str]:
 
 def _factorisation(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Return the dictionary ``.obsm['X_{key}']`` (obs x K), loadings (genes x K) and their ``.varm`` key."""
+    _assert_str("key", key)
     basis = f"X_{key}"
     found = [f"{key}_{suffix}" for suffix in _LOADINGS if f"{key}_{suffix}" in adata.varm]
     missing = ([f"`adata.obsm[{basis!r}]`"] if basis not in adata.obsm else []) + (
@@ -33,7 +41,11 @@ def _factorisation(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, st
             f"or pass the `key` of one. Available: obsm {sorted(adata.obsm)}, varm {sorted(adata.varm)}."
         )
     loadings_key = found[0]
-    loadings = np.asarray(adata.varm[loadings_key], dtype=np.float64)
+    loadings = adata.varm[loadings_key]
+    loadings = np.asarray(loadings.toarray() if hasattr(loadings, "toarray") else loadings)
+    if loadings.dtype.kind not in "iuf":
+        raise TypeError(f"`adata.varm[{loadings_key!r}]` must hold real numbers, got dtype {loadings.dtype}.")
+    loadings = loadings.astype(np.float64)
     if loadings.ndim != 2 or loadings.shape[0] != adata.n_vars:
         raise ValueError(f"`adata.varm[{loadings_key!r}]` must be (n_vars, K), got shape {loadings.shape}.")
     if not np.isfinite(loadings).all() or (loadings < 0).any():
@@ -141,6 +153,8 @@ def pattern_genes(
     _, loadings, loadings_key = _factorisation(adata, key)
     if n_genes is not None:
         _assert_int_range("n_genes", n_genes, 1)
+    _assert_str("key_added", key_added, optional=True)
+    _assert_bool("copy", copy)
     prefix = key if key_added is None else key_added
 
     importance = importance_scores(loadings)
@@ -193,6 +207,7 @@ def pattern_genes(
 
 
 def _pattern_genes_result(adata: AnnData, key: str) -> dict:
+    _assert_str("key", key)
     uns_key = f"{key}_pattern_genes"
     if uns_key not in adata.uns or "names" not in adata.uns[uns_key]:
         raise KeyError(
@@ -245,6 +260,7 @@ def pattern_genes_df(
     """
     adata = _extract_adata(adata, table_key)
     result = _pattern_genes_result(adata, key)
+    _assert_bool("assigned_only", assigned_only)
     fields = list(result["names"].dtype.names)
     name = fields[_pattern_index(pattern, len(fields))]
     assigned = result["genes"]["pattern"].astype(object)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
@@ -14,14 +13,17 @@ from scanpy import settings
 from tqdm.auto import tqdm
 
 from spatialfactors._validation import (
+    _assert_bool,
     _assert_int_range,
     _assert_real_range,
+    _assert_str,
     _extract_adata,
     _get_patterns,
     _get_region_ids,
     _save_results,
 )
 from spatialfactors.models.genes import region_auc as _region_auc_engine
+from spatialfactors.tl._link_regions import _resolve_ontology
 from spatialfactors.tl._pattern_genes import _pattern_index, _pattern_names
 
 
@@ -152,6 +154,11 @@ def region_auc(
     n_patterns = d.shape[1]
     if isinstance(patterns, str | int | np.integer):
         patterns = [patterns]
+    if not isinstance(patterns, Sequence | np.ndarray | pd.Index):
+        raise TypeError(
+            f"`patterns` must name the patterns to test (indices or 'PP<k>' names), e.g. `patterns=[0, 1]`; "
+            f"got {patterns!r}."
+        )
     chosen = [_pattern_index(p, n_patterns, "patterns") for p in patterns]
     if not chosen:
         raise ValueError("`patterns` is empty; name the patterns to test, e.g. `patterns=[0, 1, 2]`.")
@@ -166,10 +173,10 @@ def region_auc(
     if cv is not None:
         _assert_int_range("cv", cv, 2)
     _assert_real_range("C", C, 0.0, low_open=True)
-    if ontology is not None and isinstance(ontology, str | os.PathLike):
-        from spatialfactors.io._ontology import read_ontology
-
-        ontology = read_ontology(ontology)
+    _assert_int_range("random_state", random_state, 0)
+    _assert_str("key_added", key_added)
+    _assert_bool("copy", copy)
+    ontology = _resolve_ontology(ontology)
     mask, info = _region_mask(adata, region, region_key, ontology)
     if cv is not None and min(info["n_obs"], mask.size - info["n_obs"]) < cv:
         raise ValueError(f"`cv={cv}` folds need at least {cv} obs inside and outside the region.")

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from spatialfactors._validation import _assert_real_range, _extract_adata, _save_results
+from spatialfactors._validation import _assert_bool, _assert_real_range, _assert_str, _extract_adata, _save_results
 from spatialfactors.models.genes import (
     assign_patterns,
     dictionary_moments,
@@ -110,7 +110,11 @@ def sgcn(
     _assert_real_range("edge_quantile", edge_quantile, 0.0, 1.0)
     if edge_quantile == 1:
         raise ValueError("`edge_quantile` must be >= 0 and < 1, got 1; 0.95 keeps the top 5% of the pairs.")
+    _assert_str("key_added", key_added)
+    _assert_bool("copy", copy)
     n_patterns = loadings.shape[1]
+    if isinstance(patterns, str | int | np.integer):
+        patterns = [patterns]
     chosen = (
         list(range(n_patterns)) if patterns is None else [_pattern_index(p, n_patterns, "patterns") for p in patterns]
     )
@@ -219,7 +223,9 @@ def sgcn_graph(adata: AnnData, pattern: int | str, *, key: str = "sgcn", table_k
     import networkx as nx
 
     adata = _extract_adata(adata, table_key)
-    if key not in adata.uns or "edges" not in adata.uns[key] or "nodes" not in adata.uns[key]:
+    _assert_str("key", key)
+    result = adata.uns.get(key)
+    if not isinstance(result, dict) or "edges" not in result or "nodes" not in result:
         raise KeyError(f"No sGCN result under key {key!r}; run `sf.tl.sgcn(adata, key_added={key!r})` first.")
     result = adata.uns[key]
     nodes, edges = result["nodes"], result["edges"]

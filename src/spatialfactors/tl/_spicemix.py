@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -14,14 +15,21 @@ from scanpy import settings
 from tqdm.auto import tqdm
 
 from spatialfactors._validation import (
+    _assert_bool,
     _assert_categorical,
     _assert_choice,
+    _assert_fits_memory,
     _assert_int_range,
+    _assert_n_jobs,
     _assert_nonnegative_finite,
     _assert_real_range,
+    _assert_str,
     _extract_adata,
+    _fix_dtype_hint,
     _get_graph,
     _get_matrix,
+    _int_list,
+    _matrix_label,
     _save_results,
 )
 from spatialfactors.models.hmrf import SOLVERS, fit_hmrf, hmrf_stability
@@ -145,14 +153,8 @@ def spicemix(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
-    sweep = not isinstance(n_factors, int | np.integer)
-    if sweep and not isinstance(n_factors, Iterable):
-        raise TypeError(f"`n_factors` must be an integer or a sequence of integers, got {n_factors!r}.")
-    ks = sorted({int(k) for k in n_factors}) if sweep else [n_factors]
-    if not ks:
-        raise ValueError("`n_factors` is empty; pass an integer or a range such as `range(8, 16)`.")
-    for k in ks:
-        _assert_int_range("n_factors", k, 2, min(adata.n_vars, adata.n_obs))
+    sweep = not isinstance(n_factors, int | np.integer) or isinstance(n_factors, bool)
+    ks = _int_list("n_factors", n_factors, 2, min(adata.n_vars, adata.n_obs))
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
         _assert_choice("metric", metric, METRICS)
@@ -163,9 +165,14 @@ def spicemix(
     if tol is not None:
         _assert_real_range("tol", tol, 0)
     _assert_choice("affinity_optimizer", affinity_optimizer, ("lbfgs", "adam"))
+    _assert_bool("rescale", rescale)
+    _assert_int_range("random_state", random_state, 0)
     _assert_choice("solver", solver, SOLVERS)
     _assert_choice("dtype", dtype, ("float32", "float64"))
-    _assert_nonnegative_finite(x, "The expression values" if layer is None else f"`adata.layers[{layer!r}]`")
+    _assert_n_jobs(n_jobs)
+    _assert_str("key_added", key_added)
+    _assert_bool("copy", copy)
+    _assert_nonnegative_finite(x, _matrix_label(layer, "The expression values"), _fix_dtype_hint(layer))
     if library_key is not None:
         _assert_categorical(adata, library_key)
     init_labels = None
@@ -176,6 +183,14 @@ def spicemix(
     if isolated:
         logg.warning(f"{isolated} cells have no neighbours in `{connectivity_key}`; they get no spatial term.")
     groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
+    # The engine works on a dense float64 copy (plus its working arrays), one per parallel replicate.
+    dense = adata.n_obs * adata.n_vars * 8
+    workers = min(n_replicates, os.cpu_count() or 1 if n_jobs is None or n_jobs < 0 else n_jobs) if sweep else 0
+    _assert_fits_memory(
+        (3 + workers) * dense,
+        f"SpiceMix on a dense {adata.n_obs} cells x {adata.n_vars} genes matrix",
+        "subset the genes first (e.g. `sc.pp.highly_variable_genes(adata, subset=True)`) or the cells",
+    )
     y = x.toarray() if sp.issparse(x) else np.asarray(x)
     y = np.asarray(y, dtype=np.float64)
 
@@ -263,6 +278,7 @@ def spicemix(
 
 
 def _init_labels(adata: AnnData, init_key: str, ks: list[int], sweep: bool) -> np.ndarray:
+    _assert_str("init_key", init_key)
     if sweep:
         raise ValueError("`init_key` needs a single `n_factors`: a clustering has one number of clusters.")
     if init_key not in adata.obs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -15,12 +15,20 @@ from scanpy import settings
 from tqdm.auto import tqdm
 
 from spatialfactors._validation import (
+    _assert_bool,
     _assert_choice,
+    _assert_fits_memory,
     _assert_int_range,
+    _assert_n_jobs,
     _assert_no_empty_lines,
     _assert_nonnegative_finite,
+    _assert_real_range,
+    _assert_str,
     _extract_adata,
+    _fix_dtype_hint,
     _get_matrix,
+    _int_list,
+    _matrix_label,
     _save_results,
 )
 from spatialfactors.models._operator import DataOperator
@@ -53,6 +61,22 @@ def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.
             pd.DataFrame({"method": method, "pattern": res.index.astype(int), "morans_i": res["I"].to_numpy()})
         )
     return pd.concat(frames, ignore_index=True).sort_values(["method", "pattern"], ignore_index=True)
+
+
+def _stanmf_bytes(x, n_obs: int, n_vars: int, k: int, n_replicates: int, pca: bool, dtype, batch_size) -> int:
+    """Peak memory of :func:`stanmf` (bytes): working copies of X, a batch of replicates, kept dictionaries."""
+    item = np.dtype(dtype).itemsize
+    if sp.issparse(x):  # CSR and its transpose as torch tensors (values + 64-bit indices)
+        data = 2 * x.nnz * (item + 8) + 2 * (n_obs + n_vars + 2) * 8
+    else:  # the working-precision copy and its aligned copy
+        data = 2 * n_obs * n_vars * item
+    per_replicate = 4 * (n_obs + n_vars) * k * item  # W, H and their updates
+    if n_replicates:
+        batch = batch_size or max(1, min(n_replicates, max(256 * 2**20, n_obs * n_vars * item // 2) // per_replicate))
+        batch = min(batch, n_replicates)
+        kept = n_replicates * n_obs * k * item * (2 if pca else 1)  # every replicate's dictionary
+        return int(data + batch * (per_replicate + k * n_obs * item) + kept)
+    return int(data + per_replicate + k * n_obs * item)
 
 
 def stanmf(
@@ -160,30 +184,47 @@ def stanmf(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
-    sweep = not isinstance(n_components, int | np.integer)
-    if sweep and not isinstance(n_components, Iterable):
-        raise TypeError(f"`n_components` must be an integer or a sequence of integers, got {n_components!r}.")
-    ks = list(n_components) if sweep else [n_components]
-    if not ks:
-        raise ValueError("`n_components` is empty; pass an integer or a range such as `range(8, 31)`.")
-    upper = min(adata.shape)
-    for k in ks:
-        _assert_int_range("n_components", k, 1, upper)
-    ks = sorted({int(k) for k in ks})
+    sweep = not isinstance(n_components, int | np.integer) or isinstance(n_components, bool)
+    ks = _int_list("n_components", n_components, 1, min(adata.shape))
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
     _assert_choice("metric", metric, METRICS)
+    _assert_bool("pca", pca)
     _assert_choice("init", init, ("nndsvd", "nndsvda"))
+    _assert_real_range("tol", tol, 0.0)
+    _assert_int_range("max_iter", max_iter, 1)
     _assert_choice("dtype", dtype, ("float32", "float64"))
     if compress is not None:
-        _assert_int_range("compress", compress, max(ks), upper)
-    _assert_nonnegative_finite(x, "The data" if layer is None else f"`adata.layers[{layer!r}]`")
+        _assert_int_range("compress", compress, max(ks), min(adata.shape))
+    if batch_size is not None:
+        _assert_int_range("batch_size", batch_size, 1)
+    _assert_int_range("random_state", random_state, 0)
+    _assert_n_jobs(n_jobs)
+    _assert_str("connectivity_key", connectivity_key)
+    _assert_str("key_added", key_added)
+    _assert_bool("copy", copy)
+    _assert_nonnegative_finite(x, _matrix_label(layer), _fix_dtype_hint(layer))
     _assert_no_empty_lines(x)
-    if connectivity_key in adata.obsp and adata.obsp[connectivity_key].shape != (adata.n_obs, adata.n_obs):
-        raise ValueError(f"`adata.obsp[{connectivity_key!r}]` has shape {adata.obsp[connectivity_key].shape}.")
+    if connectivity_key in adata.obsp:
+        graph = adata.obsp[connectivity_key]
+        weights = graph.data if sp.issparse(graph) else np.asarray(graph)
+        if weights.dtype.kind not in "iufb" or not np.isfinite(weights).all():
+            raise ValueError(
+                f"`adata.obsp[{connectivity_key!r}]` (used for Moran's I) must hold finite real weights; rebuild it "
+                "with `sq.gr.spatial_neighbors_delaunay(adata)`, or pass another `connectivity_key`."
+            )
+    np_dtype = np.float32 if dtype == "float32" else np.float64
+    _assert_fits_memory(
+        _stanmf_bytes(x, adata.n_obs, adata.n_vars, max(ks), n_replicates if sweep else 0, pca, np_dtype, batch_size),
+        f"staNMF on {adata.n_obs} obs x {adata.n_vars} genes (K up to {max(ks)}"
+        + (f", {n_replicates} replicates)" if sweep else ")"),
+        "subset the genes (e.g. highly variable genes) or the obs"
+        + (", use `dtype='float32'`" if dtype == "float64" else "")
+        + (", fewer `n_replicates` or a smaller `batch_size`" if sweep else "")
+        + ("" if sp.issparse(x) else ", or pass a sparse matrix if the data are mostly zeros"),
+    )
 
     # One copy in the working precision; sparse stays sparse.
-    np_dtype = np.float32 if dtype == "float32" else np.float64
     x = x.astype(np_dtype) if sp.issparse(x) else np.ascontiguousarray(x, dtype=np_dtype)
 
     table, compression_error = None, None
