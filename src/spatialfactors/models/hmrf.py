@@ -372,8 +372,13 @@ def _initial_metagenes(y: np.ndarray, k: int, random_state: int, labels=None) ->
     """Cluster means normalised to the simplex: of k-means (Algorithm 1) or of given labels."""
     if labels is None:
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
-        centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
+        # One thread: scikit-learn's Lloyd iterations sum per-thread partial centres, so with
+        # more than 256 cells the centres (and the whole fit) would depend on the number of
+        # OpenMP threads, which differs between the main process and joblib workers.
+        with threadpool_limits(limits=1):
+            centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
     else:
         values, codes = np.unique(np.asarray(labels), return_inverse=True)
         if len(codes) != len(y):
