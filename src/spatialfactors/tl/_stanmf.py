@@ -144,12 +144,14 @@ def stanmf(
     device
         Torch device, e.g. ``"cuda"``.
     batch_size
-        Replicates solved together; chosen from the data size by default.
+        Replicates solved together; chosen from the data size by default. Batches round
+        differently in float32, so another ``batch_size`` moves the instabilities by ~1e-7.
     connectivity_key
         Key in ``.obsp`` of a squidpy spatial graph; when present, Moran's I of every
         pattern is computed with :func:`squidpy.gr.spatial_autocorr` (Fig. 1C-D).
     random_state
-        Seed of the bootstrap resamples; the same seed gives identical results.
+        Seed of the bootstrap resamples; the same seed gives bit-identical results for the
+        same ``batch_size`` and torch thread count (the final fit uses torch's threads).
     n_jobs
         joblib workers for the replicates, each on one thread (``None``: all cores); results
         do not depend on it. Under ``joblib.parallel_config(backend="dask")`` the sweep runs on
