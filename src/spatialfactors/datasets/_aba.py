@@ -9,6 +9,7 @@ is used as it is, without network.
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -70,26 +71,50 @@ def _fetch(url: str, fname: str, folder: Path, progress: bool) -> Path:
 
 
 def _from_manifest(genes: list[str], plane: str, manifest: str | os.PathLike) -> dict[str, int]:
-    table = pd.read_csv(manifest)
+    try:
+        table = pd.read_csv(manifest)
+    except (ValueError, UnicodeError, OverflowError, csv.Error) as err:  # ParserError, EmptyDataError, ...
+        raise ValueError(f"The manifest {manifest} is not a readable CSV ({type(err).__name__}: {err}).") from None
     needed = {"acronym", "cutting_plane", "Section_Data_ID"}
     if not needed <= set(table.columns):
         raise ValueError(
             f"The manifest {manifest} lacks the column(s) {sorted(needed - set(table.columns))}; "
             "expected Allen's experiment list (acronym, cutting_plane, Section_Data_ID, ...)."
         )
+    # Rows by position: a row with one field too many makes pandas use the first column as a
+    # (repeating) index, which would misalign the masks below.
+    table = table.reset_index(drop=True)
     # Some Allen symbols carry a trailing '*' (unconfirmed RIKEN clones); match them without it.
     symbols = table["acronym"].astype(str).str.rstrip("*")
-    rows = table[table["cutting_plane"].astype(str).str.lower() == plane]
+    rows = table[(table["cutting_plane"].astype(str).str.lower() == plane).to_numpy(dtype=bool)]
     symbols = symbols[rows.index]
     found = {}
     for gene in genes:
-        ids = rows.loc[symbols == gene, "Section_Data_ID"].astype(int).tolist()
+        ids = _experiment_ids(rows.loc[(symbols == gene).to_numpy(dtype=bool), "Section_Data_ID"].tolist())
+        if ids is None:
+            raise ValueError(f"Gene {gene!r}: the manifest {manifest} has a Section_Data_ID that is not an integer id.")
         if not ids:
             raise ValueError(f"Gene {gene!r} has no {plane} experiment in the manifest {manifest}.")
         if len(ids) > 1:
             logg.warning(f"{gene}: {len(ids)} {plane} experiments in the manifest {ids}; using the first, {ids[0]}.")
         found[gene] = ids[0]
     return found
+
+
+def _experiment_ids(values: list) -> list[int] | None:
+    """Experiment ids as positive ints (from a CSV or a JSON answer); None if one is not such an id."""
+    ids = []
+    for value in values:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or value <= 0:
+            return None
+        ids.append(value)
+    return ids
 
 
 def _from_api(gene: str, plane: str, api_url: str) -> int:
@@ -102,9 +127,18 @@ def _from_api(gene: str, plane: str, api_url: str) -> int:
             f"Allen API query for {gene!r} failed ({url}): {err}. Pass `manifest=` (a CSV of experiments) "
             "to look genes up offline."
         ) from err
-    if not isinstance(answer, dict) or not answer.get("success", False):
-        raise ConnectionError(f"Allen API query for {gene!r} failed ({url}): {answer}.")
-    ids = sorted(int(row["id"]) for row in answer.get("msg", []))
+    if not isinstance(answer, dict) or answer.get("success") is not True:
+        raise ConnectionError(f"Allen API query for {gene!r} failed ({url}): {str(answer)[:200]}.")
+    rows = answer.get("msg")
+    ids = None
+    if isinstance(rows, list) and all(isinstance(row, dict) and "id" in row for row in rows):
+        ids = _experiment_ids([row["id"] for row in rows])
+    if ids is None:
+        raise ValueError(
+            f"Allen API query for {gene!r} ({url}) answered without a list of experiments with integer ids: "
+            f"{str(rows)[:200]}."
+        )
+    ids = sorted(ids)
     if not ids:
         raise ValueError(f"Gene {gene!r} has no {plane} ISH experiment in the Allen Mouse Brain Atlas (query: {url}).")
     if len(ids) > 1:

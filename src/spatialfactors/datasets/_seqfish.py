@@ -8,7 +8,9 @@ downloaded once (pooch) into ``<root>/seqfishplus_cortex/``.
 
 from __future__ import annotations
 
+import csv
 import os
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -131,11 +133,22 @@ def _downloaded_files(subset: str, base_url: str, progress: bool) -> tuple[str, 
     return mode, files
 
 
+# What reading a damaged table raises: pandas' ParserError/EmptyDataError and decoding errors
+# (ValueError subclasses), the csv module's errors, and for .gz files gzip's and zlib's.
+_TABLE_ERRORS = (ValueError, UnicodeError, OverflowError, csv.Error, EOFError, OSError, zlib.error)
+
+
 def _read_table(path: Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **kwargs)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"Cannot read {path.name}: {err}") from err
+    except _TABLE_ERRORS as err:
+        raise ValueError(f"Cannot read {path.name}: {type(err).__name__}: {err}") from None
+
+
+def _assert_rows_fit_header(table: pd.DataFrame, path: Path) -> None:
+    # Rows with one field more than the header make pandas take the first column as the index.
+    if not isinstance(table.index, pd.RangeIndex):
+        raise ValueError(f"{path.name}: the rows have more fields than the header line names.")
 
 
 def _drop_row_index(table: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +175,7 @@ def _integer_counts(table: pd.DataFrame, name: str) -> np.ndarray:
 
 def _read_labels(path: Path, n_cells: int) -> pd.Series:
     table = _read_table(path)
+    _assert_rows_fit_header(table, path)
     if "louvain" not in table.columns or table.shape[1] != 2:
         raise ValueError(
             f"{path.name} must have two columns, the cell index and `louvain`; found {list(table.columns)}."
@@ -171,11 +185,15 @@ def _read_labels(path: Path, n_cells: int) -> pd.Series:
         raise ValueError(f"{path.name} labels {len(table)} cells but the centroids list {n_cells}.")
     if not np.array_equal(index, np.arange(n_cells)):
         raise ValueError(f"{path.name}: the cell index must be 0, 1, ... in the order of the centroids.")
+    if not pd.api.types.is_integer_dtype(table["louvain"]):
+        raise ValueError(f"{path.name}: `louvain` must be the integer cluster of every cell.")
     return table["louvain"]
 
 
 def _read_centroids(path: Path) -> pd.DataFrame:
-    table = _drop_row_index(_read_table(path))
+    table = _read_table(path)
+    _assert_rows_fit_header(table, path)
+    table = _drop_row_index(table)
     needed = ["Field of View", "X", "Y"]
     if not set(needed) <= set(table.columns):
         raise ValueError(f"{path.name} must have the columns {needed} (and `Cell ID`); found {list(table.columns)}.")
@@ -183,12 +201,20 @@ def _read_centroids(path: Path) -> pd.DataFrame:
         table.insert(1, "Cell ID", np.arange(1, len(table) + 1))  # cells numbered 1, 2, ... as in the original
     if not table["Cell ID"].is_unique:
         raise ValueError(f"{path.name}: `Cell ID` repeats values.")
+    for column in ("Field of View", "Cell ID"):
+        if not pd.api.types.is_integer_dtype(table[column]):
+            raise ValueError(f"{path.name}: `{column}` must be an integer in every row.")
+    for column in ("X", "Y"):
+        values = table[column]
+        if not pd.api.types.is_numeric_dtype(values) or not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+            raise ValueError(f"{path.name}: `{column}` must be a finite number in every row.")
     return table
 
 
 def _cell_types(path: Path, centroids: pd.DataFrame, labels: pd.Series, labels_name: str) -> pd.Series:
     """Giotto's cell type names (drieslab), checked against the centroids and the louvain clusters."""
     table = _read_table(path, sep="\t")
+    _assert_rows_fit_header(table, path)
     if not {"ID", "FOV", "cell_types"} <= set(table.columns):
         raise ValueError(f"{path.name} must have the columns ID, FOV, cell_types; found {list(table.columns)}.")
     table = table.set_index("ID")
@@ -311,7 +337,9 @@ def seqfish_plus_cortex(
         mode, files = _downloaded_files(subset, base_url, progress)
 
     if mode == "full":
-        counts_table = _drop_row_index(_read_table(files[COUNTS_FILE]))
+        counts_table = _read_table(files[COUNTS_FILE])
+        _assert_rows_fit_header(counts_table, files[COUNTS_FILE])
+        counts_table = _drop_row_index(counts_table)
         counts = _integer_counts(counts_table, COUNTS_FILE)
         genes = counts_table.columns.astype(str)
         centroids = _read_centroids(files[CENTROIDS_FILE])

@@ -8,11 +8,14 @@ else ``pooch.os_cache("spatialfactors")``).
 from __future__ import annotations
 
 import bz2
+import csv
 import gzip
 import lzma
+import math
 import os
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +82,111 @@ VOLUME_FILES = {
     ),
 }
 
+# MAT-file level 5 ("MAT-File Format", MathWorks): data types of the elements and the numeric array classes.
+_MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MX_CLASSES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4", 14: "i8", 15: "u8"}
+
+
+class _MatError(ValueError):
+    pass
+
+
+def _mat_tag(buf: bytes, pos: int, end: int, order: str) -> tuple[int, int, int, int]:
+    """Return the data type, byte count, data offset and next offset of the element at ``pos``."""
+    if pos + 8 > end:
+        raise _MatError(f"an element tag at byte {pos} runs past the end of its data")
+    word, count = struct.unpack_from(order + "II", buf, pos)
+    if word >> 16:  # small data element: type and count in one word, data in the next 4 bytes
+        word, count = word & 0xFFFF, word >> 16
+        if count > 4:
+            raise _MatError(f"a small data element at byte {pos} claims {count} bytes")
+        return word, count, pos + 4, pos + 8
+    if count > end - pos - 8:
+        raise _MatError(f"the element at byte {pos} claims {count} bytes but {end - pos - 8} remain")
+    return word, count, pos + 8, pos + 8 + count + (-count % 8)
+
+
+def _mat_numeric(buf: bytes, start: int, end: int, order: str) -> tuple[str, np.ndarray]:
+    """Name and values of the content of one miMATRIX element (``buf[start:end]``)."""
+    kind, count, data, pos = _mat_tag(buf, start, end, order)
+    if kind != 6 or count != 8:
+        raise _MatError("a matrix does not start with its array flags")
+    flags = struct.unpack_from(order + "I", buf, data)[0]
+    mx_class, is_complex = flags & 0xFF, bool(flags & 0x0800)
+    kind, count, data, pos = _mat_tag(buf, pos, end, order)
+    if kind != 5 or count % 4 or count < 8:
+        raise _MatError("a matrix has no valid dimensions")
+    dims = struct.unpack_from(f"{order}{count // 4}i", buf, data)
+    if any(d < 0 for d in dims):
+        raise _MatError(f"a matrix has negative dimensions {dims}")
+    kind, count, data, pos = _mat_tag(buf, pos, end, order)
+    if kind not in (1, 2):
+        raise _MatError("a matrix has no name")
+    name = buf[data : data + count].decode("ascii", errors="replace")
+    if mx_class not in _MX_CLASSES or is_complex:
+        return name, np.empty(0, dtype=object)  # not a real numeric array: the caller says what it needs
+    kind, count, data, pos = _mat_tag(buf, pos, end, order)
+    if kind not in _MI_TYPES:
+        raise _MatError(f"matrix {name!r} stores its values with the unknown data type {kind}")
+    stored = np.dtype(_MI_TYPES[kind]).newbyteorder(order)
+    n = math.prod(dims)
+    if count != n * stored.itemsize:  # checked before anything of the declared size is allocated
+        raise _MatError(f"matrix {name!r} of shape {dims} has {count} bytes of values, expected {n * stored.itemsize}")
+    # The type the values are stored with, as scipy.io.loadmat returns them (MATLAB stores whole
+    # doubles as integers); the class only has to be numeric.
+    values = np.frombuffer(buf, dtype=stored, count=n, offset=data).astype(stored.newbyteorder("="))
+    return name, values.reshape(dims, order="F")
+
+
+def _mat_inflate(stream: bytes, order: str) -> bytes:
+    """Inflate the miMATRIX element of a compressed element, no further than its declared size."""
+    inflate = zlib.decompressobj()
+    try:
+        head = inflate.decompress(stream, 8)
+        if len(head) < 8:
+            raise _MatError("a compressed element is truncated")
+        kind, count = struct.unpack(order + "II", head)
+        if kind != _MI_MATRIX:
+            raise _MatError("a compressed element does not hold a matrix")
+        body = inflate.decompress(inflate.unconsumed_tail, count)
+    except zlib.error as err:
+        raise _MatError(f"a compressed element cannot be decompressed ({err})") from None
+    if len(body) < count:
+        raise _MatError(f"a compressed element holds {len(body)} of the {count} bytes it declares")
+    return body
+
+
+def _read_mat5(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Real numeric matrices ``names`` of a MATLAB level 5 file (plain or compressed elements).
+
+    A small reader instead of :func:`scipy.io.loadmat`, which crashes the interpreter on some
+    damaged files (segmentation faults) and allocates what a damaged header claims. Every size
+    is checked against the bytes present before it is used.
+    """
+    buf = path.read_bytes()
+    if len(buf) < 128 or buf[126:128] not in (b"IM", b"MI"):
+        raise ValueError(f"{path.name} is not a MATLAB 5 file (no MAT-file header with an endian indicator).")
+    order = "<" if buf[126:128] == b"IM" else ">"
+    found: dict[str, np.ndarray] = {}
+    pos = 128
+    try:
+        while pos < len(buf) and not set(names) <= set(found):
+            kind, count, data, pos = _mat_tag(buf, pos, len(buf), order)
+            if kind == _MI_COMPRESSED:
+                pos = data + count  # compressed elements are not padded
+                element = _mat_inflate(buf[data:pos], order)
+                name, values = _mat_numeric(element, 0, len(element), order)
+            elif kind == _MI_MATRIX:
+                name, values = _mat_numeric(buf, data, data + count, order)
+            else:
+                raise _MatError(f"unexpected data type {kind} at the top level")
+            found.setdefault(name, values)
+    except _MatError as err:
+        raise ValueError(f"Cannot read the MATLAB file {path.name}: {err}.") from None
+    return {name: found[name] for name in names if name in found}
+
+
 # SpiceMix's cell filter on this sample (its public data notebook): 200 < total counts <= 3000.
 MIN_COUNTS_EXCLUSIVE = 200
 MAX_COUNTS = 3000
@@ -87,12 +195,17 @@ MAX_COUNTS = 3000
 def _rds_payload(path: Path) -> bytes:
     raw = path.read_bytes()
     # saveRDS compresses with gzip by default; bzip2 and xz are its other choices.
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    elif raw[:3] == b"BZh":
-        raw = bz2.decompress(raw)
-    elif raw[:6] == b"\xfd7zXZ\x00":
-        raw = lzma.decompress(raw)
+    codecs = {b"\x1f\x8b": ("gzip", gzip.decompress), b"BZh": ("bzip2", bz2.decompress)}
+    codecs[b"\xfd7zXZ\x00"] = ("xz", lzma.decompress)
+    for magic, (codec, decompress) in codecs.items():
+        if raw.startswith(magic):
+            try:
+                raw = decompress(raw)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
+                raise ValueError(
+                    f"{path.name}: the {codec} stream of the R object is truncated or damaged ({err})."
+                ) from None
+            break
     # saveRDS writes the serialisation as it is; save() (an .RData file) puts "RDX2\n"/"RDX3\n" before it.
     if raw[:5] in (b"RDX2\n", b"RDX3\n"):
         raw = raw[5:]
@@ -139,7 +252,14 @@ def _genes_from_rds(rds: Path, n_genes: int) -> bytes:
             f"Expected one character vector of {n_genes} gene names in {rds.name}, found {len(vectors)}; "
             f"cannot tell the gene names of {COUNTS_FILE}."
         )
-    return "".join(f"{g}\n" for g in vectors.pop()).encode()
+    genes = vectors.pop()
+    # Written one a line and read back with str.splitlines, a name must be one non-empty line.
+    broken = [g for g in genes if g.splitlines() != [g]]
+    if broken:
+        raise ValueError(
+            f"{rds.name}: empty gene names or names with line breaks, e.g. {broken[0]!r}; the R object is damaged."
+        )
+    return "".join(f"{g}\n" for g in genes).encode()
 
 
 def _n_columns(path: Path) -> int:
@@ -162,11 +282,23 @@ def _visual_files(path, base_url: str, progress: bool) -> dict[str, Path]:
     return files
 
 
-def _read_counts(path: Path) -> np.ndarray:
+def _read_table(path: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` whose parser and decoding errors name the file."""
     try:
-        table = pd.read_csv(path, header=None)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ValueError(f"Cannot read the counts matrix {path.name}: {err}") from err
+        return pd.read_csv(path, **kwargs)
+    except (ValueError, UnicodeError, OverflowError, csv.Error) as err:  # ParserError, EmptyDataError, ...
+        raise ValueError(f"Cannot read {path.name}: {type(err).__name__}: {err}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path.name} is not UTF-8 text ({err}).") from None
+
+
+def _read_counts(path: Path) -> np.ndarray:
+    table = _read_table(path, header=None)
     if not all(pd.api.types.is_integer_dtype(t) for t in table.dtypes):
         raise ValueError(f"{path.name} must hold integer counts (cells x genes, no header), found non-integer values.")
     counts = table.to_numpy()
@@ -177,7 +309,7 @@ def _read_counts(path: Path) -> np.ndarray:
 
 def _read_names(path: Path) -> list[str]:
     # One name a line; the Seurat object carries one with a trailing space ("Eef1akmt1 ").
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [line.strip() for line in _read_text(path).splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or not all(names):
@@ -186,16 +318,19 @@ def _read_names(path: Path) -> list[str]:
 
 
 def _read_centroids(path: Path, n_cells: int, counts_name: str) -> np.ndarray:
-    table = pd.read_csv(path, sep=r"\s+")
+    table = _read_table(path, sep=r"\s+")
     if table.shape[1] != 2 or not all(pd.api.types.is_numeric_dtype(t) for t in table.dtypes):
         raise ValueError(f"{path.name} must have two numeric columns (a header line, then x y per cell).")
     if len(table) != n_cells:
         raise ValueError(f"{path.name} has {len(table)} centroids but {counts_name} has {n_cells} cells.")
-    return table.to_numpy(dtype=np.float64)
+    centroids = table.to_numpy(dtype=np.float64)
+    if not np.isfinite(centroids).all():
+        raise ValueError(f"{path.name} has missing or infinite coordinates.")
+    return centroids
 
 
 def _read_labels(path: Path, n_cells: int, counts_name: str) -> pd.DataFrame:
-    table = pd.read_csv(path)
+    table = _read_table(path)
     needed = ["CellID", "ClusterID", "ClusterName"]
     if not set(needed) <= set(table.columns):
         raise ValueError(f"{path.name} must have the columns {needed}, found {list(table.columns)}.")
@@ -203,6 +338,15 @@ def _read_labels(path: Path, n_cells: int, counts_name: str) -> pd.DataFrame:
         raise ValueError(f"{path.name} labels {len(table)} cells but {counts_name} has {n_cells} cells.")
     if not np.array_equal(table["CellID"].to_numpy(), np.arange(n_cells)):
         raise ValueError(f"{path.name}: CellID must be 0, 1, ... in the row order of {counts_name}.")
+    if not pd.api.types.is_integer_dtype(table["ClusterID"]):
+        raise ValueError(f"{path.name}: ClusterID must be an integer per cell (-1 for cells without a type).")
+    # Every cluster id has one name and every name one id: they become the categories.
+    typed = table[table["ClusterID"] != -1]
+    if typed["ClusterName"].isna().any():
+        raise ValueError(f"{path.name}: cells with a ClusterID other than -1 need a ClusterName.")
+    pairs = typed[["ClusterID", "ClusterName"]].astype({"ClusterName": str}).drop_duplicates()
+    if pairs["ClusterID"].duplicated().any() or pairs["ClusterName"].duplicated().any():
+        raise ValueError(f"{path.name}: each ClusterID must have one ClusterName and each name one id.")
     return table
 
 
@@ -322,13 +466,16 @@ def starmap_visual_cortex(
 def _read_gene_names_csv(path: Path) -> list[str]:
     # "<index>,<name>" per line, no header; one line of the original reads "16,Calb2,".
     names = []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(_read_text(path).splitlines()):
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]
         if len(fields) < 2 or fields[0] != str(i) or not fields[1]:
             raise ValueError(f"{path.name} line {i + 1} must read '{i},<gene name>', got {line!r}.")
         names.append(fields[1])
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{path.name} lists the gene name(s) {repeated[:5]} more than once.")
     return names
 
 
@@ -374,24 +521,24 @@ def starmap_3d_cortex(
     >>> adata.shape, adata.obsm["spatial"].shape  # doctest: +SKIP
     ((33598, 28), (33598, 3))
     """
-    import scipy.io
-
     names = [MAT_FILE, GENE_NAMES_FILE]
     if path is not None:
         files = _require(_dataset_folder(path, VOLUME_DIR, names), names, "STARmap 3D cortex")
     else:
         folder = _root(None) / VOLUME_DIR
         files = {name: _download(remote, name, folder, base_url, progress) for name, remote in VOLUME_FILES.items()}
-    try:
-        mat = scipy.io.loadmat(files[MAT_FILE], variable_names=["expr", "goodLocs"])
-    except (ValueError, NotImplementedError, OSError) as err:
-        raise ValueError(f"Cannot read the MATLAB file {MAT_FILE}: {err}") from err
+    mat = _read_mat5(files[MAT_FILE], ("expr", "goodLocs"))
     missing = [v for v in ("expr", "goodLocs") if v not in mat]
     if missing:
         raise ValueError(f"{MAT_FILE} lacks the variable(s) {missing}; expected `expr` and `goodLocs`.")
     expr, locs = np.asarray(mat["expr"]), np.asarray(mat["goodLocs"])
-    if expr.ndim != 2 or not np.issubdtype(expr.dtype, np.number):
-        raise ValueError(f"{MAT_FILE}: `expr` must be a numeric cells x genes matrix, got shape {expr.shape}.")
+    for var, values in (("expr", expr), ("goodLocs", locs)):
+        if values.ndim != 2 or values.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{MAT_FILE}: `{var}` must be a real numeric matrix, got shape {values.shape} of dtype {values.dtype}."
+            )
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"{MAT_FILE}: `{var}` has NaN or infinite values.")
     genes = _read_gene_names_csv(files[GENE_NAMES_FILE])
     if expr.shape[1] != len(genes):
         raise ValueError(

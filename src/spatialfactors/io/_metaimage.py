@@ -7,7 +7,10 @@ as a zip with one ``.mhd``/``.raw`` pair (``energy.mhd`` or ``gridAnnotation.mhd
 
 from __future__ import annotations
 
+import lzma
+import math
 import os
+import sys
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -36,6 +39,11 @@ _MAX_HEADER_BYTES = 1 << 16  # headers are a few hundred bytes; stop before read
 _TEXT_KEYS = ("ElementDataFile", "ElementType", "ObjectType", "AnatomicalOrientation", "Comment", "Name")
 _FLOAT_KEYS = ("ElementSpacing", "ElementSize", "Offset", "Position", "Origin", "CenterOfRotation", "TransformMatrix")
 _TUPLE_KEYS = ("DimSize", *_FLOAT_KEYS)
+# What zipfile and its decompressors raise on damaged archives and members.
+_ZIP_ERRORS = (
+    *(zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, OSError),
+    UnicodeDecodeError,  # member names flagged UTF-8 that are not
+)
 
 
 def _parse_value(key: str, text: str):
@@ -139,34 +147,46 @@ def _read_exact(stream: IO[bytes], out: np.ndarray) -> int:
 
 
 def _decode(stream: IO[bytes], available: int, header: dict, where: str, data_name: str) -> np.ndarray:
-    """Read the samples of ``header`` from ``stream`` (``available`` bytes left in it) into a native array."""
+    """Read the samples of ``header`` from ``stream`` (``available`` bytes left in it) into a native array.
+
+    The size the header declares is checked against the bytes there are before anything is
+    allocated, so a damaged ``DimSize`` cannot ask for gigabytes.
+    """
     dims = _shape(header, where)
     dtype = _element_dtype(header, where)
-    count = int(np.prod(dims))
+    count = math.prod(dims)  # exact for any DimSize (np.prod would overflow int64)
     expected = count * dtype.itemsize
     skip = header.get("HeaderSize", 0)
     compressed = header.get("CompressedData", False) is True
     if skip == -1 and not compressed:  # MetaIO: -1 means the data are the last bytes of the file
         skip = max(available - expected, 0)
-    if not isinstance(skip, int) or skip < 0:
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
         raise ValueError(f"{where}: invalid `HeaderSize = {header.get('HeaderSize')!r}`.")
     if skip > available:
         raise ValueError(f"{where}: `HeaderSize = {skip}` but {data_name} has only {available} bytes.")
     stream.read(skip)
     available -= skip
     what = f"DimSize {' x '.join(map(str, dims))} of {header['ElementType']} ({expected} bytes)"
-    out = np.empty(count, dtype=dtype.newbyteorder("="))
     if compressed:
         size = header.get("CompressedDataSize", available)
-        if not isinstance(size, int) or size > available:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= available:
             raise ValueError(f"{where}: `CompressedDataSize = {size!r}` but {data_name} has {available} bytes left.")
+        # Inflate at most one byte more than the header declares: enough to tell that it does not fit.
+        inflate = zlib.decompressobj()
         try:
-            data = zlib.decompress(stream.read(size))
+            data = inflate.decompress(stream.read(size), min(expected + 1, sys.maxsize))
         except zlib.error as err:
             raise ValueError(f"{where}: the compressed data in {data_name} cannot be decompressed ({err}).") from None
+        if len(data) > expected or inflate.unconsumed_tail:
+            raise ValueError(f"{where}: {data_name} decompresses to more than the {expected} bytes of {what}.")
+        if not inflate.eof:
+            raise ValueError(
+                f"{where}: the compressed data in {data_name} end early: {len(data)} bytes decompressed, "
+                f"but {what}; the file is truncated or damaged."
+            )
         if len(data) != expected:
             raise ValueError(f"{where}: {data_name} decompresses to {len(data)} bytes, but {what} needs {expected}.")
-        out.view(np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+        out = np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("="))
     else:
         if available != expected:
             kind = "truncated" if available < expected else "larger than the header says"
@@ -177,11 +197,12 @@ def _decode(stream: IO[bytes], available: int, header: dict, where: str, data_na
                 f"{where}: {data_name} is {kind}: it has {available} bytes{hint} after the header offset, "
                 f"but {what}; check DimSize, ElementType and that the file is complete."
             )
+        out = np.empty(count, dtype=dtype.newbyteorder("="))
         got = _read_exact(stream, out)
         if got != expected:
             raise ValueError(f"{where}: {data_name} is truncated: read {got} of {expected} bytes.")
-    if dtype != out.dtype and dtype.itemsize > 1:  # file byte order differs from the machine's
-        out.byteswap(inplace=True)
+        if dtype != out.dtype and dtype.itemsize > 1:  # file byte order differs from the machine's
+            out.byteswap(inplace=True)
     # MetaImage stores x fastest: DimSize order with Fortran layout (AP, DV, ML for Allen grids).
     return out.reshape(dims, order="F")
 
@@ -206,14 +227,32 @@ def _pick_member(names: list[str], name: str | None, where: str) -> str:
 
 def _read_from_zip(path: Path, name: str | None) -> tuple[np.ndarray, dict]:
     try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a valid zip archive.") from None
+        return _read_zip_members(path, name)
+    except FileNotFoundError:  # ours: a member the header names is not there
+        raise
+    except _ZIP_ERRORS as err:
+        # A damaged archive fails inside zipfile or a decompressor; say which archive, not their internals.
+        raise ValueError(f"{path}: damaged or unsupported zip archive ({type(err).__name__}: {err}).") from None
+
+
+def _check_compression(info: zipfile.ZipInfo, path: Path) -> None:
+    # LZMA members carry their own dictionary size, which the decompressor allocates whatever the
+    # member's size (4 GiB for a damaged one); Allen's archives are deflated.
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2):
+        raise ValueError(
+            f"{path}: member {info.filename!r} uses zip compression method {info.compress_type}; "
+            "only stored, deflate and bzip2 members are read (Allen's archives are deflated)."
+        )
+
+
+def _read_zip_members(path: Path, name: str | None) -> tuple[np.ndarray, dict]:
+    zf = zipfile.ZipFile(path)
     with zf:
         names = zf.namelist()
         member = _pick_member(names, name, str(path))
         where = f"{path}::{member}"
         info = zf.getinfo(member)
+        _check_compression(info, path)
         with zf.open(info) as fh:
             head = fh.read(min(info.file_size, _MAX_HEADER_BYTES))
         header, offset = _parse_header(head, where)
@@ -230,6 +269,7 @@ def _read_from_zip(path: Path, name: str | None) -> tuple[np.ndarray, dict]:
                     f"members: {names}."
                 )
         data_info = zf.getinfo(data_member)
+        _check_compression(data_info, path)
         with zf.open(data_info) as fh:
             fh.read(start)
             array = _decode(fh, data_info.file_size - start, header, where, f"{data_member!r} in the archive")
@@ -247,7 +287,13 @@ def _read_from_mhd(path: Path) -> tuple[np.ndarray, dict]:
         data_path, start = path, offset
     else:
         data_path, start = path.parent / data_file, 0  # MetaIO: relative to the header's folder
-        if not data_path.is_file():
+        try:
+            found = data_path.is_file()
+        except OSError as err:  # e.g. a damaged name too long for the file system
+            raise ValueError(
+                f"{where}: `ElementDataFile = {data_file[:80]!r}` is not a usable file name ({err.strerror})."
+            ) from None
+        if not found:
             raise FileNotFoundError(
                 f"{where}: the data file {data_file!r} named by `ElementDataFile` was not found next to the header "
                 f"({data_path})."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,9 +40,30 @@ def _path_ids(path: object) -> tuple[int, ...] | None:
 
 
 def _rgb_to_hex(rgb: object) -> str:
-    if isinstance(rgb, str):
-        rgb = [int(v) for v in rgb.strip("[]() ").replace(",", " ").split()]
-    return "".join(f"{int(v):02X}" for v in rgb)
+    """``"[31, 157, 90]"`` (or a sequence) -> ``"1F9D5A"``; missing -> ``""``."""
+    if rgb is None or (np.ndim(rgb) == 0 and pd.isna(rgb)):
+        return ""
+    try:
+        if isinstance(rgb, str):
+            rgb = [int(v) for v in rgb.strip("[]() ").replace(",", " ").split()]
+        values = [int(v) for v in rgb]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise ValueError(f"`rgb_triplet` {rgb!r} is not three integers 0-255.")
+    return "".join(f"{v:02X}" for v in values)
+
+
+def _integer_column(df: pd.DataFrame, column: str, *, allow_missing: bool) -> pd.Series:
+    """Column of structure ids as Int64; non-integer values fail naming a few of them."""
+    values = df[column]
+    numbers = pd.to_numeric(values, errors="coerce")
+    whole = numbers.notna() & np.isfinite(numbers.astype(float)) & (numbers.astype(float) % 1 == 0)
+    whole &= numbers.astype(float).abs() < 2**63
+    bad = values[~whole & (values.notna() | (not allow_missing))]
+    if len(bad):
+        raise ValueError(f"`{column}` must hold integer structure ids; found {bad.head(3).tolist()}.")
+    return pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64")
 
 
 class Ontology:
@@ -106,8 +128,12 @@ class Ontology:
             )
         if df["id"].isna().any():
             raise ValueError(f"The ontology table has {int(df['id'].isna().sum())} rows without an `id`.")
-        df["id"] = df["id"].astype(np.int64)
+        df["id"] = _integer_column(df, "id", allow_missing=False).astype(np.int64)
+        if "parent_structure_id" in df:
+            df["parent_structure_id"] = _integer_column(df, "parent_structure_id", allow_missing=True)
         df = df[df["id"] != 0]  # annotation background ('void'), not a structure
+        if df.empty:
+            raise ValueError("The ontology table has no structures (no rows with an id other than 0).")
         dup = df["id"][df["id"].duplicated()]
         if len(dup):
             raise ValueError(f"The ontology table repeats structure ids, e.g. {sorted(set(dup))[:5]}.")
@@ -119,7 +145,7 @@ class Ontology:
         df["parent_structure_id"] = pd.array([paths[i][-2] if len(paths[i]) > 1 else None for i in ids], "Int64")
         df["depth"] = np.array([len(paths[i]) - 1 for i in ids], dtype=np.int64)
         if "graph_order" in df and df["graph_order"].notna().all():
-            df["graph_order"] = df["graph_order"].astype(np.int64)
+            df["graph_order"] = _integer_column(df, "graph_order", allow_missing=False).astype(np.int64)
         else:
             df["graph_order"] = np.arange(len(df), dtype=np.int64)
         if "color_hex_triplet" not in df:
@@ -524,11 +550,11 @@ def read_ontology(path: str | os.PathLike) -> Ontology:
         raise FileNotFoundError(f"Ontology file not found: {path}.")
     try:
         table = pd.read_csv(path, dtype={"structure_id_path": str, "color_hex_triplet": str, "acronym": str})
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV ({err}).") from None
+    except (ValueError, UnicodeError, OverflowError, csv.Error) as err:  # ParserError, EmptyDataError, ...
+        raise ValueError(f"{path}: not a readable CSV ({type(err).__name__}: {err}).") from None
     try:
         return Ontology(table)
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise type(err)(f"{path}: {err.args[0]}") from None
 
 
