@@ -292,3 +292,16 @@ def test_full_files_disagree(tmp_path, metadata):
     counts.write_text("".join(lines))
     with pytest.raises(ValueError, match=r"Cannot read cortex_svz_counts\.csv"):
         sf.datasets.seqfish_plus_cortex(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_zip"])
+def test_damaged_download_archive_names_the_file(tmp_path, damage):
+    import zipfile
+
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("folder/table.txt", "x" * 5000)
+    raw = archive.read_bytes()
+    archive.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"not a zip archive")
+    with pytest.raises(ValueError, match=r"data\.zip: damaged zip archive .*downloaded again"):
+        _fetch._zip_member(archive, "table.txt")

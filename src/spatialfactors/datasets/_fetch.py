@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,18 @@ def _derived(folder: Path, fname: str, sha256: str | None, make: Callable[[], by
 
 def _zip_member(archive: Path, member: str) -> bytes:
     """Read ``member`` (a path inside the archive, or just its file name) from a zip archive."""
-    with zipfile.ZipFile(archive) as zf:
-        names = zf.namelist()
-        hits = [n for n in names if n == member] or [n for n in names if n.rsplit("/", 1)[-1] == member]
-        if len(hits) != 1:
-            raise ValueError(f"{archive.name} has {len(hits)} members named {member!r}; it holds {names[:20]}.")
-        return zf.read(hits[0])
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+            hits = [n for n in names if n == member] or [n for n in names if n.rsplit("/", 1)[-1] == member]
+            if len(hits) != 1:
+                raise ValueError(f"{archive.name} has {len(hits)} members named {member!r}; it holds {names[:20]}.")
+            return zf.read(hits[0])
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+        # A damaged or truncated download: say which archive and how to get a fresh copy.
+        raise ValueError(
+            f"{archive}: damaged zip archive ({type(err).__name__}: {err}); delete it so that it is downloaded again."
+        ) from None
 
 
 def _dataset_folder(path: str | os.PathLike, subdir: str, needed: Iterable[str]) -> Path:
