@@ -185,7 +185,8 @@ def spicemix(
     groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
     # The engine works on a dense float64 copy (plus its working arrays), one per parallel replicate.
     dense = adata.n_obs * adata.n_vars * 8
-    workers = min(n_replicates, os.cpu_count() or 1 if n_jobs is None or n_jobs < 0 else n_jobs) if sweep else 0
+    n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else n_jobs
+    workers = min(n_replicates, n_workers) if sweep else 0
     _assert_fits_memory(
         (3 + workers) * dense,
         f"SpiceMix on a dense {adata.n_obs} cells x {adata.n_vars} genes matrix",

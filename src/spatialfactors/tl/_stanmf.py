@@ -32,7 +32,7 @@ from spatialfactors._validation import (
     _save_results,
 )
 from spatialfactors.models._operator import DataOperator
-from spatialfactors.models.nmf import nmf
+from spatialfactors.models.nmf import default_batch_size, nmf
 from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
 from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
@@ -72,8 +72,7 @@ def _stanmf_bytes(x, n_obs: int, n_vars: int, k: int, n_replicates: int, pca: bo
         data = 2 * n_obs * n_vars * item
     per_replicate = 4 * (n_obs + n_vars) * k * item  # W, H and their updates
     if n_replicates:
-        batch = batch_size or max(1, min(n_replicates, max(256 * 2**20, n_obs * n_vars * item // 2) // per_replicate))
-        batch = min(batch, n_replicates)
+        batch = min(batch_size or default_batch_size(n_obs, n_vars, k, n_replicates, item), n_replicates)
         kept = n_replicates * n_obs * k * item * (2 if pca else 1)  # every replicate's dictionary
         return int(data + batch * (per_replicate + k * n_obs * item) + kept)
     return int(data + per_replicate + k * n_obs * item)
