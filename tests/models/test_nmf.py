@@ -96,3 +96,16 @@ def test_compressed_fit_close_to_exact(planted):
 def test_unknown_init():
     with pytest.raises(ValueError, match="`init` must be one of"):
         nmf(np.ones((4, 4)), 2, init="random")
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_float32_reported_error_equals_the_direct_residual(sparse):
+    # A good fit (||X|| / error ~ 50): the error from products cancels, so it is summed in float64.
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 1.0, (300, 6)) @ rng.gamma(2.0, 1.0, (6, 80)) + 0.1 * rng.random((300, 80))
+    x = x.astype(np.float32)  # the data as stored: the direct residual then sees the same X
+    res = nmf(sp.csr_matrix(x) if sparse else x, 6, dtype="float32", max_iter=200)
+    w, h = res.W[0].astype(np.float64), res.H[0].astype(np.float64)
+    direct = np.linalg.norm(x.astype(np.float64) - w @ h)
+    assert np.linalg.norm(x) / direct > 30
+    assert res.reconstruction_err[0] == pytest.approx(direct, rel=1e-6)

@@ -79,8 +79,13 @@ class DataOperator:
             self._x = _to_torch_csr(csr, self.dtype, self.device)
             self._xt = _to_torch_csr(csr.T.tocsr(), self.dtype, self.device)
             self.sparse = True
-            sq = np.asarray(csr.multiply(csr).sum(axis=0)).ravel()
-            sums = np.asarray(csr.sum(axis=0)).ravel()
+            if not csr.has_canonical_format:  # duplicates would be squared apart
+                csr = csr.copy()
+                csr.sum_duplicates()
+            # Column sums in float64 whatever the storage type (float32 sums lose ~1e-5 at scale).
+            values = csr.data.astype(np.float64)
+            sq = np.bincount(csr.indices, weights=values * values, minlength=self.shape[1])
+            sums = np.bincount(csr.indices, weights=values, minlength=self.shape[1])
         else:
             t = torch.as_tensor(np.asarray(X), device=self.device).to(self.dtype)
             self._stream = not copy_unaligned and t.data_ptr() % 64 != 0
@@ -126,6 +131,21 @@ class DataOperator:
                 out += m[:, start:stop] @ block
             return out
         return m @ self._x
+
+    def rmatmul_float64(self, m: torch.Tensor) -> torch.Tensor:
+        """``m @ X`` in float64 (``m`` of shape (c, n_obs)), X converted block by block.
+
+        For quantities that cancel, such as the reconstruction error from products, where the
+        working precision's rounding would be magnified.
+        """
+        m = m.to(torch.float64)
+        if self.sparse:
+            return (self._xt.to(torch.float64) @ m.T).T
+        out = torch.zeros((m.shape[0], self.shape[1]), dtype=torch.float64, device=self.device)
+        for start in range(0, self.shape[0], self._BLOCK):
+            stop = min(start + self._BLOCK, self.shape[0])
+            out += m[:, start:stop] @ self._x[start:stop].to(torch.float64)
+        return out
 
     def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs), into ``out`` if given."""

@@ -183,10 +183,18 @@ def _hals_sweep(
     return violation
 
 
-def _objective(op, wt: torch.Tensor, h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``||X_b - W H_b||_F^2`` from products only (no n_obs x n_vars reconstruction); ``wt`` is W^T."""
+def _objective(op, wt: torch.Tensor, h: torch.Tensor, weights: torch.Tensor, *, exact: bool = False) -> torch.Tensor:
+    """``||X_b - W H_b||_F^2`` from products only (no n_obs x n_vars reconstruction); ``wt`` is W^T.
+
+    ``exact``: every product in float64. ``||X||^2 - 2 <X, WH> + ||WH||^2`` cancels when the fit is
+    good, so float32 products would give the reported error to ~1e-4 only.
+    """
+    if exact:
+        wt, h = wt.to(torch.float64), h.to(torch.float64)
+        wtx = op.rmatmul_float64(wt.reshape(-1, wt.shape[2])).reshape(h.shape)
+    else:
+        wtx = op.rmatmul(wt.reshape(-1, wt.shape[2])).reshape(h.shape)
     wf = weights.to(wt.dtype)
-    wtx = op.rmatmul(wt.reshape(-1, wt.shape[2])).reshape(h.shape)
     cross = (wtx * h * wf[:, None, :]).sum((1, 2), dtype=torch.float64)
     wtw = wt @ wt.transpose(1, 2)
     hch = (h * wf[:, None, :]) @ h.transpose(1, 2)
@@ -320,7 +328,8 @@ def nmf(
         wt, h, n_iter = _fit_batch(operator, wb, w0.transpose(1, 2).contiguous(), h0, tol=tol, max_iter=max_iter)
         h = h * (wb > 0).to(h.dtype)[:, None, :]
         err_op = exact if exact is not None else operator
-        errs.append(torch.sqrt(_objective(err_op, wt, h, wb)).cpu().numpy())
+        err_exact = isinstance(err_op, DataOperator) and err_op.dtype != torch.float64
+        errs.append(torch.sqrt(_objective(err_op, wt, h, wb, exact=err_exact)).cpu().numpy())
         ws.append(wt.transpose(1, 2).contiguous().cpu().numpy())
         hs.append(h.cpu().numpy())
         its.append(n_iter)
