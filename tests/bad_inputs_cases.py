@@ -544,15 +544,23 @@ def _library_cases(func: str) -> list[Case]:
 
 
 def _pl_cases(func: str, missing: str, key: str | None = "nope") -> list[Case]:
-    """Not an AnnData, a SpatialData, and the result the plot reads not computed."""
+    """Not an AnnData, a SpatialData without (or with a wrong) table_key, and the result not computed."""
     name = func.split(".")[1]
     cases = [
-        Case(func, "not an AnnData", TypeError, f"`sf.pl.{name}` expects an AnnData, got ndarray", mutate=_not_adata),
         Case(
             func,
-            "SpatialData instead of its table",
+            "not an AnnData",
             TypeError,
-            rf"pass the SpatialData's table, e.g. `sf.pl.{name}\(sdata.tables\['table'\]\)`",
+            f"`sf.pl.{name}` expects an AnnData or a SpatialData, got ndarray",
+            mutate=_not_adata,
+        ),
+        Case(func, "SpatialData without table_key", ValueError, r"needs `table_key=`.*\['table'\]", mutate=_fake_sdata),
+        Case(
+            func,
+            "SpatialData table not found",
+            KeyError,
+            "Table 'nope' not found",
+            kwargs={"table_key": "nope"},
             mutate=_fake_sdata,
         ),
     ]

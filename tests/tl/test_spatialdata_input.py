@@ -158,3 +158,25 @@ def test_spatialdata_without_or_with_a_wrong_table_key(name):
     with pytest.raises(KeyError, match="Table 'cells' not found in the SpatialData"):
         tool(sdata, table_key="cells", **REQUIRED.get(name, {}))
     assert (set(table.obs.columns), set(table.obsm), set(table.varm), set(table.uns)) == snapshot
+
+
+@pytest.mark.parametrize("name", sorted(sf.pl.__all__))
+def test_every_plot_takes_table_key(name):
+    assert "table_key" in inspect.signature(getattr(sf.pl, name)).parameters
+
+
+def test_plots_draw_the_spatialdata_table(starmap):
+    import matplotlib.pyplot as plt
+
+    sdata, _ = starmap
+    table = sdata.tables[TABLE]
+    for plot in (sf.pl.metagenes, sf.pl.affinity, sf.pl.convergence):
+        fig = plot(sdata, table_key=TABLE, show=False, return_fig=True)
+        expected = plot(table, show=False, return_fig=True)
+        # the same figure as from the table itself: same axes, same drawn artists
+        assert len(fig.axes) == len(expected.axes) > 0
+        assert [len(ax.get_children()) for ax in fig.axes] == [len(ax.get_children()) for ax in expected.axes]
+        plt.close("all")
+    fig = sf.pl.metagene_expression(sdata, groupby="ClusterName", table_key=TABLE, show=False, return_fig=True)
+    assert fig.axes
+    plt.close("all")

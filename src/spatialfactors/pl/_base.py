@@ -11,6 +11,8 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from spatialfactors._validation import _extract_adata
+
 #: Projection planes of an (AP, DV, ML) volume: the axis projected away.
 PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}
 
@@ -34,16 +36,11 @@ def _chosen_patterns(patterns, n_patterns: int, what: str = "patterns") -> list[
     return [_pattern_index(p, n_patterns, what) for p in patterns]
 
 
-def _check_adata(adata, function: str) -> AnnData:
-    """Return ``adata`` if it is an AnnData; a SpatialData or anything else gets the call that fixes it."""
-    if isinstance(adata, AnnData):
-        return adata
-    if getattr(adata, "tables", None) is not None:
-        raise TypeError(
-            f"`sf.pl.{function}` draws an AnnData; pass the SpatialData's table, e.g. "
-            f"`sf.pl.{function}(sdata.tables['table'])`."
-        )
-    raise TypeError(f"`sf.pl.{function}` expects an AnnData, got {type(adata).__name__}.")
+def _check_adata(adata, function: str, table_key: str | None = None) -> AnnData:
+    """Return the AnnData to draw: ``adata`` itself or the SpatialData table ``table_key``."""
+    if isinstance(adata, AnnData) or getattr(adata, "tables", None) is not None:
+        return _extract_adata(adata, table_key)
+    raise TypeError(f"`sf.pl.{function}` expects an AnnData or a SpatialData, got {type(adata).__name__}.")
 
 
 def _chosen_components(components, n_factors: int, where: str) -> list[int]:

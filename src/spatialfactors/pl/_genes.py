@@ -43,6 +43,7 @@ def pattern_genes(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -72,6 +73,8 @@ def pattern_genes(
         Axes to draw the heatmap into (only with ``counts=False``).
     figsize, dpi
         Figure size and resolution.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -95,7 +98,7 @@ def pattern_genes(
     ... )
     ((3, 50), True)
     """
-    adata = _check_adata(adata, "pattern_genes")
+    adata = _check_adata(adata, "pattern_genes", table_key)
     result = _pattern_genes_result(adata, key)
     _assert_bool("counts", counts)
     if vmax is not None:
@@ -173,6 +176,7 @@ def pattern_with_genes(
     gene_cmap: str = "copper",
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -207,6 +211,8 @@ def pattern_with_genes(
         Colour maps of the patterns and of the genes (the paper: red and copper).
     figsize, dpi
         Figure size and resolution.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -228,7 +234,7 @@ def pattern_with_genes(
     >>> len(axes), len(axes[0]), axes[0][1].get_title(loc="left") == sf.tl.pattern_genes_df(adata, 0)["names"][0]
     (2, 3, True)
     """
-    adata = _check_adata(adata, "pattern_with_genes")
+    adata = _check_adata(adata, "pattern_with_genes", table_key)
     result = _pattern_genes_result(adata, key)
     dictionary, loadings, _ = _factorisation(adata, result["params"]["key"])
     n_patterns = loadings.shape[1]
@@ -306,6 +312,7 @@ def sgcn(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -334,6 +341,8 @@ def sgcn(
         Seed of the spring layout.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -353,7 +362,7 @@ def sgcn(
     >>> len(ax.collections[0].get_offsets()), len(ax.collections[1].get_segments())
     (10, 9)
     """
-    adata = _check_adata(adata, "sgcn")
+    adata = _check_adata(adata, "sgcn", table_key)
     import networkx as nx
 
     if layout not in ("spring", "circular", "kamada_kawai"):
@@ -423,6 +432,7 @@ def region_auc(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -439,6 +449,8 @@ def region_auc(
         Histogram bins.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -458,7 +470,7 @@ def region_auc(
     >>> bool(ax.lines[0].get_xdata()[0] == adata.uns["region_auc"]["auc"])
     True
     """
-    adata = _check_adata(adata, "region_auc")
+    adata = _check_adata(adata, "region_auc", table_key)
     _assert_str("key", key)
     _assert_int_range("bins", bins, 1)
     if not isinstance(adata.uns.get(key), dict) or "null" not in adata.uns[key] or "auc" not in adata.uns[key]:

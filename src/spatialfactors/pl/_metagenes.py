@@ -43,6 +43,7 @@ def metagenes(
     size: float | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -71,6 +72,8 @@ def metagenes(
         Marker size; chosen from the number of cells by default.
     figsize, dpi
         Figure size and resolution.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy: ``show=False`` returns the grid of axes, ``save`` writes the figure to
         that path, ``return_fig=True`` returns the figure.
@@ -85,7 +88,7 @@ def metagenes(
     >>> adata = sf.datasets.simulate_cortex(n_fovs=2, n_cells=200)
     >>> fig = sf.pl.metagenes(adata, "X_true", library_key="fov", components=[4, 5], return_fig=True)
     """
-    adata = _check_adata(adata, "metagenes")
+    adata = _check_adata(adata, "metagenes", table_key)
     weights = _factor_frame(adata, basis, normalize=normalize)
     xy = _get_obsm(adata, spatial_key, hint="coordinates are needed to plot in space", finite=False)
     if xy.shape[1] < 2:
@@ -130,6 +133,7 @@ def metagene_expression(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -152,6 +156,8 @@ def metagene_expression(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -165,7 +171,7 @@ def metagene_expression(
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=300)
     >>> ax = sf.pl.metagene_expression(adata, "X_true", groupby="cell_type", show=False)
     """
-    adata = _check_adata(adata, "metagene_expression")
+    adata = _check_adata(adata, "metagene_expression", table_key)
     weights = _factor_frame(adata, basis, normalize=normalize)
     _assert_str("groupby", groupby)
     if groupby not in adata.obs:

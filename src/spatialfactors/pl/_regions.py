@@ -64,6 +64,7 @@ def region_correlation(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -101,6 +102,8 @@ def region_correlation(
         Bubble area (points^2) of a score of 1.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -121,7 +124,7 @@ def region_correlation(
     >>> len(ax.collections[0].get_offsets())  # 2 patterns x 3 regions
     6
     """
-    adata = _check_adata(adata, "region_correlation")
+    adata = _check_adata(adata, "region_correlation", table_key)
     result = _link_result(adata, key)
     _assert_int_range("n_top", n_top, 1)
     _assert_real_range("max_size", max_size, 0.0, low_open=True)
@@ -219,6 +222,7 @@ def linked_regions(
     cmap: str = "magma",
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -245,6 +249,8 @@ def linked_regions(
         Colour map of the patterns.
     figsize, dpi
         Figure size and resolution.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -265,7 +271,7 @@ def linked_regions(
     >>> len(axes), len(axes[0])
     (2, 2)
     """
-    adata = _check_adata(adata, "linked_regions")
+    adata = _check_adata(adata, "linked_regions", table_key)
     result = _link_result(adata, key)
     if plane not in PLANES:
         raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
@@ -308,6 +314,7 @@ def link_heatmap(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -329,6 +336,8 @@ def link_heatmap(
         Write the scores into the cells.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -349,7 +358,7 @@ def link_heatmap(
     >>> ax.collections[0].get_array().reshape(2, 2).round(2).tolist()
     [[1.0, -0.5], [-0.5, 1.0]]
     """
-    adata = _check_adata(adata, "link_heatmap")
+    adata = _check_adata(adata, "link_heatmap", table_key)
     result = _link_result(adata, key)
     table = result["linked"]
     links = _link_rows(result, None)

@@ -32,6 +32,7 @@ def affinity(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -56,6 +57,8 @@ def affinity(
         Write the values into the cells.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -72,7 +75,7 @@ def affinity(
     >>> sf.tl.spicemix(adata, 6, max_iter=3)
     >>> ax = sf.pl.affinity(adata, show=False)
     """
-    adata = _check_adata(adata, "affinity")
+    adata = _check_adata(adata, "affinity", table_key)
     s = np.asarray(_spicemix_result(adata, key)["affinity"])
     _assert_bool("cluster", cluster)
     if s.ndim != 2 or s.shape[0] != s.shape[1] or s.dtype.kind not in "iuf" or not np.isfinite(s).all():
@@ -112,6 +115,7 @@ def convergence(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -126,6 +130,8 @@ def convergence(
         ``key_added`` of the run.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -142,7 +148,7 @@ def convergence(
     >>> sf.tl.spicemix(adata, 6, max_iter=3)
     >>> ax = sf.pl.convergence(adata, show=False)
     """
-    adata = _check_adata(adata, "convergence")
+    adata = _check_adata(adata, "convergence", table_key)
     history = _spicemix_result(adata, key).get("history")
     if not hasattr(history, "columns") or not {"iteration", "objective"} <= set(history.columns):
         raise KeyError(

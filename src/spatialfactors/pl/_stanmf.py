@@ -53,6 +53,7 @@ def instability(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -70,6 +71,8 @@ def instability(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -84,7 +87,7 @@ def instability(
     >>> sf.tl.stanmf(adata, n_components=range(5, 8), n_replicates=4)
     >>> ax = sf.pl.instability(adata, show=False)
     """
-    adata = _check_adata(adata, "instability")
+    adata = _check_adata(adata, "instability", table_key)
     table = _result(adata, key, "instability")
     fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
     labels = {"nmf": "staNMF", "pca": "PCA", "spicemix": "SpiceMix"}
@@ -112,6 +115,7 @@ def patterns(
     cmap: str = "magma",
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -138,6 +142,8 @@ def patterns(
         Colour map.
     figsize, dpi
         Figure size and resolution.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -152,7 +158,7 @@ def patterns(
     >>> sf.tl.stanmf(adata, n_components=4, pca=False)
     >>> fig = sf.pl.patterns(adata, components=[0, 1], return_fig=True)
     """
-    adata = _check_adata(adata, "patterns")
+    adata = _check_adata(adata, "patterns", table_key)
     _result(adata, key)
     basis = f"X_{key}"
     if "aba" not in adata.uns:
@@ -191,6 +197,7 @@ def reconstruction(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -211,6 +218,8 @@ def reconstruction(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -225,7 +234,7 @@ def reconstruction(
     >>> sf.tl.stanmf(adata, n_components=5)
     >>> ax = sf.pl.reconstruction(adata, show=False)
     """
-    adata = _check_adata(adata, "reconstruction")
+    adata = _check_adata(adata, "reconstruction", table_key)
     genes = _result(adata, key, "genes")
     fig, ax = _new_axes(ax, figsize=figsize or (3.6, 3.4), dpi=dpi)
     nmf = genes["reconstruction_pcc"].to_numpy()
@@ -250,6 +259,7 @@ def patterns_per_gene(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -266,6 +276,8 @@ def patterns_per_gene(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -280,7 +292,7 @@ def patterns_per_gene(
     >>> sf.tl.stanmf(adata, n_components=5, pca=False)
     >>> ax = sf.pl.patterns_per_gene(adata, show=False)
     """
-    adata = _check_adata(adata, "patterns_per_gene")
+    adata = _check_adata(adata, "patterns_per_gene", table_key)
     genes = _result(adata, key, "genes")
     k = adata.uns[key]["k"]
     counts = np.bincount(genes["n_patterns"].to_numpy().astype(int), minlength=k + 1)[1:]
@@ -299,6 +311,7 @@ def morans_i(
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
+    table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
@@ -315,6 +328,8 @@ def morans_i(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
+    table_key
+        With a SpatialData, the name of its table that holds the result.
     show, save, return_fig
         As in scanpy.
 
@@ -331,7 +346,7 @@ def morans_i(
     >>> sf.tl.stanmf(adata, n_components=5)
     >>> ax = sf.pl.morans_i(adata, show=False)
     """
-    adata = _check_adata(adata, "morans_i")
+    adata = _check_adata(adata, "morans_i", table_key)
     try:
         table = _result(adata, key, "morans_i")
     except KeyError as err:
