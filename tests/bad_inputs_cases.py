@@ -358,6 +358,21 @@ def _fake_sdata(a):
     return SimpleNamespace(tables={"table": a})
 
 
+def _sdata_cases(func: str) -> list[Case]:
+    """A SpatialData without ``table_key``, and with one naming no table."""
+    return [
+        Case(func, "SpatialData without table_key", ValueError, r"needs `table_key=`.*\['table'\]", mutate=_fake_sdata),
+        Case(
+            func,
+            "SpatialData table not found",
+            KeyError,
+            "Table 'nope' not found",
+            kwargs={"table_key": "nope"},
+            mutate=_fake_sdata,
+        ),
+    ]
+
+
 def _first_obs(n):
     def mutate(a):
         return a[:n].copy()
@@ -402,15 +417,7 @@ def _matrix_cases(func: str, what: str, *, sparse_ok: bool = True) -> list[Case]
             mutate=_x(-2.0, layer="counts"),
         ),
         Case(func, "not an AnnData", TypeError, "Expected an AnnData or a SpatialData, got ndarray", mutate=_not_adata),
-        Case(func, "SpatialData without table_key", ValueError, r"needs `table_key=`.*\['table'\]", mutate=_fake_sdata),
-        Case(
-            func,
-            "SpatialData table not found",
-            KeyError,
-            "Table 'nope' not found",
-            kwargs={"table_key": "nope"},
-            mutate=_fake_sdata,
-        ),
+        *_sdata_cases(func),
     ]
     if sparse_ok:
         cases += [
@@ -554,15 +561,7 @@ def _pl_cases(func: str, missing: str, key: str | None = "nope") -> list[Case]:
             f"`sf.pl.{name}` expects an AnnData or a SpatialData, got ndarray",
             mutate=_not_adata,
         ),
-        Case(func, "SpatialData without table_key", ValueError, r"needs `table_key=`.*\['table'\]", mutate=_fake_sdata),
-        Case(
-            func,
-            "SpatialData table not found",
-            KeyError,
-            "Table 'nope' not found",
-            kwargs={"table_key": "nope"},
-            mutate=_fake_sdata,
-        ),
+        *_sdata_cases(func),
     ]
     if key is not None:
         cases.append(Case(func, "result not computed (unknown key)", KeyError, missing, kwargs={"key": key}))
