@@ -11,14 +11,28 @@ linkage and report the ARI against the true cell types:
   paper does for both methods.
 
 The table gives the quartiles (min / 25% / median / 75% / max, as the paper's box plots)
-and the number of replicates in which SpiceMix beats NMF. Usage::
+and the number of replicates in which SpiceMix beats NMF.
 
-    python benchmarks/spicemix_scenarios.py [--replicates 10] [--fovs 2] [--iterations 30]
+With ``--reference-python`` and ``--reference-runner``, the authors' reference
+implementation runs on the same replicates (same K, iterations and lambda_Sigma) through a
+harness script of your own (not part of this repository, see spicemix_speed.py): it is
+called as ``RUNNER --data synthetic --synthetic-dir DIR --K 10 --iterations N --lambda-sigma L
+--quiet --out FILE`` with ``DIR/files/{expression,coordinates,neighborhood,celltypes,genes}_{r}.txt``
+in the reference's input format (written here), and must write a JSON object whose
+``latent_states_X`` maps each field of view ``"r"`` to its cells x K latent states; these are
+clustered here exactly like ours. Usage::
+
+    python benchmarks/spicemix_scenarios.py [--replicates 10] [--fovs 2] [--iterations 30] \\
+        [--reference-python REF/.venv/bin/python --reference-runner REF/run_reference.py]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +47,34 @@ def _ari(adata, basis: str, n_clusters) -> float:
 
     sf.tl.cluster_latent(adata, basis, n_clusters=n_clusters, reference_key="cell_type", key_added="c")
     return float(adata.uns["c"]["ari"])
+
+
+def _reference_states(adata, args) -> np.ndarray:
+    """Latent states of the reference implementation on ``adata`` (cells in ``adata``'s order)."""
+    fovs = adata.obs["fov"].cat.codes.to_numpy()
+    graph = adata.obsp["spatial_connectivities"].tocsr()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = Path(tmp) / "files"
+        files.mkdir()
+        for r in range(fovs.max() + 1):
+            idx = np.flatnonzero(fovs == r)
+            np.savetxt(files / f"expression_{r}.txt", np.asarray(adata.X[idx], dtype=np.float64))
+            np.savetxt(files / f"coordinates_{r}.txt", adata.obsm["spatial"][idx])
+            sub = graph[idx][:, idx].tocoo()
+            edges = np.stack([sub.row, sub.col], 1)
+            np.savetxt(files / f"neighborhood_{r}.txt", edges[edges[:, 0] < edges[:, 1]], fmt="%d", delimiter="\t")
+            (files / f"celltypes_{r}.txt").write_text("\n".join(adata.obs["cell_type"].astype(str).iloc[idx]) + "\n")
+            (files / f"genes_{r}.txt").write_text("\n".join(map(str, range(adata.n_vars))) + "\n")
+        out = Path(tmp) / "result.json"
+        cmd = [args.reference_python, "-W", "ignore", args.reference_runner, "--data", "synthetic"]
+        cmd += ["--synthetic-dir", tmp, "--K", "10", "--iterations", str(args.iterations)]
+        cmd += ["--lambda-sigma", str(args.lambda_sigma), "--quiet", "--out", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"reference failed:\n{proc.stderr[-3000:]}")
+        states = json.loads(out.read_text())["latent_states_X"]
+    return np.concatenate([np.asarray(states[str(r)]) for r in range(fovs.max() + 1)])
 
 
 def run(sigma_y: float, sigma_x: float, seed: int, args) -> dict:
@@ -51,7 +93,11 @@ def run(sigma_y: float, sigma_x: float, seed: int, args) -> dict:
     seconds = time.perf_counter() - t0
     adata.obsm["X_nmf"] = NMF(10, init="nndsvda", max_iter=1000, random_state=0).fit_transform(adata.X)
     out = {"seconds": seconds}
-    for basis in ("spicemix", "nmf"):
+    bases = ["spicemix", "nmf"]
+    if args.reference_runner:
+        adata.obsm["X_reference"] = _reference_states(adata, args)
+        bases.append("reference")
+    for basis in bases:
         out[f"{basis}_k8"] = _ari(adata, f"X_{basis}", 8)
         out[f"{basis}_ch"] = _ari(adata, f"X_{basis}", None)
     return out
@@ -70,6 +116,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--lambda-sigma", type=float, default=1e-4)
     parser.add_argument("--scenarios", default="0,1,2,3", help="indices into sf.datasets.SCENARIOS")
+    parser.add_argument("--reference-python", default=None)
+    parser.add_argument("--reference-runner", default=None)
     parser.add_argument("--out", default=str(RESULTS / "spicemix_scenarios.md"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -86,10 +134,18 @@ def main() -> None:
         f"lambda_Sigma = {args.lambda_sigma:g}; NMF = scikit-learn (nndsvda). ARI of Ward clusters against the "
         "true types: quartiles min / 25% / median / 75% / max; 'wins' = replicates where SpiceMix > NMF. "
         f"Command: `python benchmarks/spicemix_scenarios.py --replicates {args.replicates} --fovs {args.fovs} "
-        f"--iterations {args.iterations} --lambda-sigma {args.lambda_sigma:g}`.",
+        f"--iterations {args.iterations} --lambda-sigma {args.lambda_sigma:g} --scenarios {args.scenarios}"
+        + (" --reference-python REF/python --reference-runner REF/run_reference.py" if args.reference_runner else "")
+        + "`. SpiceMix = this package (defaults); reference = the authors' implementation (ma-compbio/SpiceMix, "
+        "its own Louvain start + 10 NMF rounds) on the same replicates, when run.",
         "",
-        "| sigma_y | sigma_x | clusters | SpiceMix ARI | NMF ARI | wins | SpiceMix s / fit |",
-        "|---|---|---|---|---|---|---|",
+    ]
+    ref = bool(args.reference_runner)
+    lines += [
+        "| sigma_y | sigma_x | clusters | SpiceMix ARI | NMF ARI | wins |"
+        + (" reference ARI | ours > reference |" if ref else "")
+        + " SpiceMix s / fit |",
+        "|---|---|---|---|---|---|" + ("---|---|" if ref else "") + "---|",
     ]
     for index in map(int, args.scenarios.split(",")):
         sigma_y, sigma_x = sf.datasets.SCENARIOS[index]
@@ -99,8 +155,12 @@ def main() -> None:
             nmf = np.array([r[f"nmf_{tag}"] for r in runs])
             row = (
                 f"| {sigma_y:g} | {sigma_x:g} | {label} | {_quartiles(ours)} | {_quartiles(nmf)} | "
-                f"{int((ours > nmf).sum())}/{len(runs)} | {np.mean([r['seconds'] for r in runs]):.1f} |"
+                f"{int((ours > nmf).sum())}/{len(runs)} |"
             )
+            if ref:
+                theirs = np.array([r[f"reference_{tag}"] for r in runs])
+                row += f" {_quartiles(theirs)} | {int((ours > theirs).sum())}/{len(runs)} |"
+            row += f" {np.mean([r['seconds'] for r in runs]):.1f} |"
             print(row, flush=True)
             lines.append(row)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
