@@ -56,10 +56,40 @@ def test_matrix_size():
 @pytest.mark.parametrize("func", sorted(cases.VALID))
 def test_valid_call_succeeds(func, fixture_cache):
     """The call every case spoils works on its fixture, so each failure below comes from the bad input."""
+    import matplotlib.pyplot as plt
+    import networkx as nx
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     name, _ = cases.VALID[func]
     data = _fresh(name, fixture_cache)
     kwargs = cases.call_args(cases.Case(func, "valid", Exception, ""), data)
-    cases.invoke(func, data, kwargs)
+    def slots(a):  # what is stored where (identities): a tool's write replaces or adds objects
+        if not isinstance(a, ad.AnnData):
+            return None
+        out = {("X", None): id(a.X)}
+        for attr in ("layers", "obsm", "varm", "obsp", "uns"):
+            out |= {(attr, k): id(v) for k, v in getattr(a, attr).items()}
+        return out
+
+    before = slots(data)
+    assert slots(data) == before  # stable when nothing is written
+    result = cases.invoke(func, data, kwargs)
+    module, short = func.split(".")
+    if func in ("tl.pattern_genes_df", "tl.sgcn_graph"):  # accessors: a non-empty table or graph
+        assert isinstance(result, pd.DataFrame | nx.Graph) and len(result) > 0
+    elif module in ("tl", "pp"):  # tools write into the AnnData in place
+        assert result is None
+        assert slots(data) != before  # something was written
+    elif module == "pl":  # show=False: the axes (or figure) drawn
+        drawn = result if isinstance(result, list | np.ndarray) else [result]
+        assert len(drawn) > 0 and all(isinstance(a, Axes | Figure) for a in np.ravel(drawn))
+        plt.close("all")
+    elif short == "to_volume":
+        assert isinstance(result, np.ndarray) and result.ndim == 3 and np.isfinite(result).any()
+    else:  # io.read_aba
+        assert isinstance(result, ad.AnnData) and result.n_obs > 0 and result.n_vars > 0
 
 
 @pytest.mark.parametrize("case", cases.CASES, ids=lambda c: c.id)
