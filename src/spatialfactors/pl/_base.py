@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +13,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spatialfactors._validation import _extract_adata
+
+_DOC_SHOW = """table_key
+    With a SpatialData, the name of its table that holds the result.
+show, save, return_fig
+    As in scanpy."""
+
+
+def _doc_show(func):
+    """Fill ``{doc_show}`` in the docstring with the parameters every plot shares (like scanpy's ``doc_params``)."""
+    func.__doc__ = func.__doc__.replace("{doc_show}", textwrap.indent(_DOC_SHOW, "    ").lstrip())
+    return func
+
 
 #: Projection planes of an (AP, DV, ML) volume: the axis projected away.
 PLANES = {"coronal": 0, "sagittal": 2, "horizontal": 1}

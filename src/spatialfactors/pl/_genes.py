@@ -23,6 +23,7 @@ from spatialfactors.pl._base import (
     PLANES,
     _check_adata,
     _chosen_patterns,
+    _doc_show,
     _finish,
     _max_projection,
     _new_axes,
@@ -32,6 +33,7 @@ from spatialfactors.tl._pattern_genes import _factorisation, _pattern_genes_resu
 from spatialfactors.tl._sgcn import sgcn_graph
 
 
+@_doc_show
 def pattern_genes(
     adata: AnnData,
     key: str = "stanmf",
@@ -73,10 +75,7 @@ def pattern_genes(
         Axes to draw the heatmap into (only with ``counts=False``).
     figsize, dpi
         Figure size and resolution.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -160,6 +159,7 @@ def _expression(adata: AnnData, gene: str, layer: str | None) -> np.ndarray:
     return np.asarray(col, dtype=np.float64).ravel()
 
 
+@_doc_show
 def pattern_with_genes(
     adata: AnnData,
     patterns: int | str | Sequence[int | str] | None = None,
@@ -211,10 +211,7 @@ def pattern_with_genes(
         Colour maps of the patterns and of the genes (the paper: red and copper).
     figsize, dpi
         Figure size and resolution.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -298,6 +295,7 @@ def pattern_with_genes(
     return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def sgcn(
     adata: AnnData,
     pattern: int | str,
@@ -341,10 +339,7 @@ def sgcn(
         Seed of the spring layout.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -424,6 +419,7 @@ def sgcn(
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def region_auc(
     adata: AnnData,
     key: str = "region_auc",
@@ -449,10 +445,7 @@ def region_auc(
         Histogram bins.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------

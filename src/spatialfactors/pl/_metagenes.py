@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from spatialfactors._validation import _assert_bool, _assert_str, _get_obsm
 
-from ._base import _check_adata, _chosen_components, _finish, _new_axes, _new_grid
+from ._base import _check_adata, _chosen_components, _doc_show, _finish, _new_axes, _new_grid
 
 
 def _factor_frame(adata: AnnData, basis: str, *, normalize: bool = False) -> pd.DataFrame:
@@ -123,6 +123,7 @@ def metagenes(
     return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def metagene_expression(
     adata: AnnData,
     basis: str = "X_spicemix",
@@ -156,10 +157,7 @@ def metagene_expression(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------

@@ -18,6 +18,7 @@ from spatialfactors.pl._base import (
     PLANES,
     _check_adata,
     _chosen_patterns,
+    _doc_show,
     _finish,
     _max_projection,
     _new_axes,
@@ -50,6 +51,7 @@ def _region_columns(table: pd.DataFrame, regions: Sequence | None, info: pd.Data
     return list(dict.fromkeys(table.columns[order.ravel()]))
 
 
+@_doc_show
 def region_correlation(
     adata: AnnData,
     key: str = "link_regions",
@@ -102,10 +104,7 @@ def region_correlation(
         Bubble area (points^2) of a score of 1.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -212,6 +211,7 @@ def _set_ids(row: pd.Series) -> list[int]:
     return [int(row[c]) for c in row.index if c.startswith("region_") and int(row[c]) != 0]
 
 
+@_doc_show
 def linked_regions(
     adata: AnnData,
     key: str = "link_regions",
@@ -249,10 +249,7 @@ def linked_regions(
         Colour map of the patterns.
     figsize, dpi
         Figure size and resolution.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -305,6 +302,7 @@ def linked_regions(
     return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def link_heatmap(
     adata: AnnData,
     key: str = "link_regions",
@@ -336,10 +334,7 @@ def link_heatmap(
         Write the scores into the cells.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from spatialfactors._validation import _assert_bool, _assert_str
-from spatialfactors.pl._base import _check_adata, _finish, _new_axes
+from spatialfactors.pl._base import _check_adata, _doc_show, _finish, _new_axes
 
 
 def _spicemix_result(adata: AnnData, key: str) -> dict:
@@ -22,6 +22,7 @@ def _spicemix_result(adata: AnnData, key: str) -> dict:
     return adata.uns[key]
 
 
+@_doc_show
 def affinity(
     adata: AnnData,
     key: str = "spicemix",
@@ -57,10 +58,7 @@ def affinity(
         Write the values into the cells.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -108,6 +106,7 @@ def affinity(
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def convergence(
     adata: AnnData,
     key: str = "spicemix",
@@ -130,10 +129,7 @@ def convergence(
         ``key_added`` of the run.
     ax, figsize, dpi
         Axes to draw into, or the size of a new figure.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------

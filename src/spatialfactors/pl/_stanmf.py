@@ -18,6 +18,7 @@ from spatialfactors.pl._base import (
     _check_adata,
     _chosen_components,
     _chosen_planes,
+    _doc_show,
     _finish,
     _max_projection,
     _new_axes,
@@ -46,6 +47,7 @@ def _result(adata: AnnData, key: str, entry: str | None = None):
     return uns if entry is None else uns[entry]
 
 
+@_doc_show
 def instability(
     adata: AnnData,
     key: str = "stanmf",
@@ -71,10 +73,7 @@ def instability(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -105,6 +104,7 @@ def instability(
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def patterns(
     adata: AnnData,
     key: str = "stanmf",
@@ -142,10 +142,7 @@ def patterns(
         Colour map.
     figsize, dpi
         Figure size and resolution.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -190,6 +187,7 @@ def patterns(
     return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def reconstruction(
     adata: AnnData,
     key: str = "stanmf",
@@ -218,10 +216,7 @@ def reconstruction(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -252,6 +247,7 @@ def reconstruction(
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def patterns_per_gene(
     adata: AnnData,
     key: str = "stanmf",
@@ -276,10 +272,7 @@ def patterns_per_gene(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
@@ -304,6 +297,7 @@ def patterns_per_gene(
     return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
 
 
+@_doc_show
 def morans_i(
     adata: AnnData,
     key: str = "stanmf",
@@ -328,10 +322,7 @@ def morans_i(
         Axes to draw into.
     figsize, dpi
         Figure size and resolution when ``ax`` is not given.
-    table_key
-        With a SpatialData, the name of its table that holds the result.
-    show, save, return_fig
-        As in scanpy.
+    {doc_show}
 
     Returns
     -------
