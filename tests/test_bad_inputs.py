@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 import spatialfactors as sf
 from spatialfactors import _validation
+from spatialfactors.models.stanmf import sweep_bytes
 
 _spec = importlib.util.spec_from_file_location("bad_inputs_cases", Path(__file__).with_name("bad_inputs_cases.py"))
 cases = importlib.util.module_from_spec(_spec)
@@ -252,8 +253,8 @@ def test_memory_guard_leaves_room_for_real_inputs(fixture_cache, monkeypatch):
 
 def test_stanmf_memory_estimate_grows_with_the_sweep():
     x = np.ones((1000, 500), np.float32)
-    single = sf.tl._stanmf._stanmf_bytes(x, 1000, 500, 10, 0, False, np.float32, None)
-    sweep = sf.tl._stanmf._stanmf_bytes(x, 1000, 500, 10, 100, True, np.float32, None)
+    single = sweep_bytes(1000, 500, 10, itemsize=4)
+    sweep = sweep_bytes(1000, 500, 10, itemsize=4, n_replicates=100, pca=True)
     assert single >= 2 * x.nbytes
     assert sweep > single + 100 * 1000 * 10 * 4
 

@@ -203,11 +203,15 @@ def _objective(op, wt: torch.Tensor, h: torch.Tensor, weights: torch.Tensor, *, 
     return (norm - 2 * cross + quad).clamp_min(0)
 
 
+def replicate_bytes(n_obs: int, n_vars: int, n_components: int, itemsize: int) -> int:
+    """Working memory of one replicate in a batch: W, H and their updates."""
+    return 4 * (n_obs + n_vars) * n_components * itemsize
+
+
 def default_batch_size(n_obs: int, n_vars: int, n_components: int, n_replicates: int, itemsize: int) -> int:
     """Replicates to solve together: their factors and products take about half the size of X (>= 256 MB)."""
     budget = max(256 * 2**20, n_obs * n_vars * itemsize // 2)
-    per_replicate = 4 * (n_obs + n_vars) * n_components * itemsize
-    return int(max(1, min(n_replicates, budget // per_replicate)))
+    return int(max(1, min(n_replicates, budget // replicate_bytes(n_obs, n_vars, n_components, itemsize))))
 
 
 def _fit_batch(op, weights, w, h, *, tol, max_iter):

@@ -19,9 +19,38 @@ from joblib import Parallel, delayed
 
 from ._operator import CompressedOperator, DataOperator, aligned_tensor, resolve_dtype
 from ._threads import one_thread
-from .nmf import default_batch_size, nmf
+from .nmf import default_batch_size, nmf, replicate_bytes
 from .pca import pca_dictionaries
 from .stability import instability
+
+
+def sweep_bytes(
+    n_obs: int,
+    n_vars: int,
+    n_components: int,
+    *,
+    itemsize: int,
+    nnz: int | None = None,
+    n_replicates: int = 0,
+    pca: bool = False,
+    batch_size: int | None = None,
+) -> int:
+    """Peak memory (bytes) of a staNMF fit or sweep up to ``n_components`` factors.
+
+    The working copies of X (dense: the copy and its aligned copy; sparse, ``nnz`` given: CSR and
+    its transpose as torch tensors), one batch of replicates with their dictionaries, and every
+    replicate's dictionary kept for the instability (twice with the PCA comparator).
+    """
+    if nnz is not None:
+        data = 2 * nnz * (itemsize + 8) + 2 * (n_obs + n_vars + 2) * 8
+    else:
+        data = 2 * n_obs * n_vars * itemsize
+    per_replicate = replicate_bytes(n_obs, n_vars, n_components, itemsize) + n_components * n_obs * itemsize
+    if not n_replicates:
+        return int(data + per_replicate)
+    batch = min(batch_size or default_batch_size(n_obs, n_vars, n_components, n_replicates, itemsize), n_replicates)
+    kept = n_replicates * n_obs * n_components * itemsize * (2 if pca else 1)
+    return int(data + batch * per_replicate + kept)
 
 
 def bootstrap_weights(n_vars: int, n_replicates: int, random_state: int = 0) -> np.ndarray:

@@ -32,11 +32,11 @@ from spatialfactors._validation import (
     _save_results,
 )
 from spatialfactors.models._operator import DataOperator
-from spatialfactors.models.nmf import default_batch_size, nmf
+from spatialfactors.models.nmf import nmf
 from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
 from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
-from spatialfactors.models.stanmf import stability_sweep
+from spatialfactors.models.stanmf import stability_sweep, sweep_bytes
 
 
 def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -61,21 +61,6 @@ def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.
             pd.DataFrame({"method": method, "pattern": res.index.astype(int), "morans_i": res["I"].to_numpy()})
         )
     return pd.concat(frames, ignore_index=True).sort_values(["method", "pattern"], ignore_index=True)
-
-
-def _stanmf_bytes(x, n_obs: int, n_vars: int, k: int, n_replicates: int, pca: bool, dtype, batch_size) -> int:
-    """Peak memory of :func:`stanmf` (bytes): working copies of X, a batch of replicates, kept dictionaries."""
-    item = np.dtype(dtype).itemsize
-    if sp.issparse(x):  # CSR and its transpose as torch tensors (values + 64-bit indices)
-        data = 2 * x.nnz * (item + 8) + 2 * (n_obs + n_vars + 2) * 8
-    else:  # the working-precision copy and its aligned copy
-        data = 2 * n_obs * n_vars * item
-    per_replicate = 4 * (n_obs + n_vars) * k * item  # W, H and their updates
-    if n_replicates:
-        batch = min(batch_size or default_batch_size(n_obs, n_vars, k, n_replicates, item), n_replicates)
-        kept = n_replicates * n_obs * k * item * (2 if pca else 1)  # every replicate's dictionary
-        return int(data + batch * (per_replicate + k * n_obs * item) + kept)
-    return int(data + per_replicate + k * n_obs * item)
 
 
 def stanmf(
@@ -216,7 +201,16 @@ def stanmf(
             )
     np_dtype = np.float32 if dtype == "float32" else np.float64
     _assert_fits_memory(
-        _stanmf_bytes(x, adata.n_obs, adata.n_vars, max(ks), n_replicates if sweep else 0, pca, np_dtype, batch_size),
+        sweep_bytes(
+            adata.n_obs,
+            adata.n_vars,
+            max(ks),
+            itemsize=np.dtype(np_dtype).itemsize,
+            nnz=x.nnz if sp.issparse(x) else None,
+            n_replicates=n_replicates if sweep else 0,
+            pca=pca,
+            batch_size=batch_size,
+        ),
         f"staNMF on {adata.n_obs} obs x {adata.n_vars} genes (K up to {max(ks)}"
         + (f", {n_replicates} replicates)" if sweep else ")"),
         "subset the genes (e.g. highly variable genes) or the obs"
