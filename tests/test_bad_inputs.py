@@ -66,6 +66,7 @@ def test_valid_call_succeeds(func, fixture_cache):
     name, _ = cases.VALID[func]
     data = _fresh(name, fixture_cache)
     kwargs = cases.call_args(cases.Case(func, "valid", Exception, ""), data)
+
     def slots(a):  # what is stored where (identities): a tool's write replaces or adds objects
         if not isinstance(a, ad.AnnData):
             return None
