@@ -713,6 +713,13 @@ CASES: list[Case] = [
         kwargs={"affinity_optimizer": "sgd"},
     ),
     Case("tl.spicemix", "rescale not a bool", TypeError, "`rescale` must be True or False", kwargs={"rescale": "yes"}),
+    Case(
+        "tl.spicemix",
+        "neutral_affinity not a bool",
+        TypeError,
+        "`neutral_affinity` must be True or False",
+        kwargs={"neutral_affinity": 1},
+    ),
     Case("tl.spicemix", "n_jobs 0", ValueError, "`n_jobs` must be a non-zero integer", kwargs={"n_jobs": 0}),
     Case(
         "tl.spicemix",

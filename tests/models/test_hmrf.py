@@ -91,9 +91,20 @@ def small_tissue():
     return np.vstack(ys), sp.block_diag(blocks).tocsr(), np.array(groups), m
 
 
-def test_every_update_decreases_its_objective(small_tissue):
+@pytest.mark.parametrize("neutral", [False, True])
+def test_every_update_decreases_its_objective(small_tissue, neutral):
     y, a, _, _ = small_tissue
-    fit = _Fit(torch.tensor(y), a, 3, lambda_x=1.0, lambda_sigma=1e-4, solver="fast", dtype=torch.float64, device="cpu")
+    fit = _Fit(
+        torch.tensor(y),
+        a,
+        3,
+        lambda_x=1.0,
+        lambda_sigma=1e-4,
+        solver="fast",
+        dtype=torch.float64,
+        device="cpu",
+        neutral=neutral,
+    )
     fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
     fit.x_plain()
     fit.m_step()
@@ -166,3 +177,84 @@ def test_float32_agrees_with_float64(small_tissue):
     assert abs(obj32 - obj64) <= 1e-3 * abs(obj64)
     corr = np.corrcoef(double.M.T, single.M.T)[:3, 3:]
     assert np.diag(corr).min() > 0.98
+
+
+def _neutral_fit(y, a, k):
+    fit = _Fit(torch.tensor(y), a, k, lambda_x=1.0, lambda_sigma=1e-4, solver="fast", dtype=torch.float64, device="cpu")
+    fit.neutral = True
+    return fit
+
+
+def test_neutral_affinity_is_a_projection(small_tissue):
+    y, a, _, _ = small_tissue
+    rng = np.random.default_rng(1)
+    fit = _neutral_fit(y, a, 5)
+    nu = torch.tensor(rng.random((50, 5)) * 4)
+    v = nu.mean(0)
+    s = torch.tensor(rng.normal(size=(5, 5)) * 3)
+    s = s + s.T
+    p = fit._neutral(s, nu)
+    torch.testing.assert_close(p, p.T)
+    assert abs(float(p.mean())) < 1e-12
+    sv = p @ v
+    torch.testing.assert_close(sv, torch.full_like(sv, float(sv.mean())))  # no preference in the mean neighbourhood
+    torch.testing.assert_close(fit._neutral(p, nu), p)  # idempotent: neutral matrices are left alone
+    assert float(torch.linalg.norm(p - s)) > 1  # and a general one is changed
+
+
+def test_neutral_affinity_step_reaches_the_constrained_optimum(small_tissue):
+    y, a, _, _ = small_tissue
+    fit = _neutral_fit(y, a, 3)
+    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
+    fit.x_plain()
+    fit.affinity_step("lbfgs", 500, 1e-2)
+    z, nu = fit.z[fit.has_nb], (fit.adj @ fit.z)[fit.has_nb]
+    s = fit.affinity
+    sv = s @ nu.mean(0)
+    torch.testing.assert_close(sv, torch.full_like(sv, float(sv.mean())))
+    # Optimal within the constraint: the gradient through the projection vanishes, and moving
+    # along any neutral direction raises the loss.
+    t = s.clone().requires_grad_(True)
+    fit._affinity_loss(t, z, nu).backward()
+    assert float((t.grad + t.grad.T).abs().max()) < 1e-6  # symmetric directions only
+    rng = np.random.default_rng(2)
+    best = fit.affinity_loss()
+    for _ in range(5):
+        d = torch.tensor(rng.normal(size=(3, 3)))
+        d = fit._neutral(d + d.T, nu) * 0.05
+        assert float(fit._affinity_loss(s + d, z, nu)) > best
+
+
+def test_neutral_affinity_keeps_every_metagene_in_use():
+    # The collapse the constraint prevents: with the paper's unconstrained affinity, the MAP
+    # states and the affinity estimate reinforce the commonest metagene until it absorbs the
+    # others (issue 4 notes: usage 0.44 -> 0.80); with the constraint the metagenes stay in use
+    # and the clusters follow the cell types better.
+    import squidpy as sq
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+
+    import spatialfactors as sf
+
+    adata = sf.datasets.simulate_cortex(n_fovs=2, n_cells=500, sigma_y=0.04, sigma_x=1.0, random_state=2)
+    sq.gr.spatial_neighbors_delaunay(adata, library_key="fov")
+    groups = adata.obs["fov"].cat.codes.to_numpy()
+    out = {}
+    for neutral in (False, True):
+        res = fit_hmrf(
+            adata.X,
+            adata.obsp["spatial_connectivities"],
+            10,
+            groups=groups,
+            max_iter=40,
+            tol=None,
+            neutral_affinity=neutral,
+        )
+        z = res.X / res.X.sum(1, keepdims=True)
+        usage = z.mean(0)
+        effective = float(np.exp(-(usage * np.log(usage)).sum()))  # effective number of metagenes in use
+        pred = AgglomerativeClustering(8, linkage="ward").fit_predict(z)
+        out[neutral] = (effective, adjusted_rand_score(adata.obs["cell_type"], pred))
+    print(out)
+    assert out[True][0] > out[False][0] + 1.5
+    assert out[True][1] > out[False][1] + 0.1

@@ -27,7 +27,12 @@ residual; ``S = 0``. Then every iteration:
    partition function ``C(eta)`` of the simplex computed exactly
    (:func:`log_simplex_integral`), ``|E|`` the number of (directed) edges, gradients
    symmetrised, the mean of ``S`` removed after each step (it does not change the
-   likelihood), and the best ``S`` kept.
+   likelihood), and the best ``S`` kept. By default (``neutral_affinity``) ``S`` is
+   constrained to prefer no metagene in the mean neighbourhood ``v = mean_i nu_i``
+   (``S v = c 1``, a linear constraint, so ``L`` stays convex): without a singleton term in
+   the model, an unconstrained ``S`` also encodes how common each metagene is, and
+   alternating MAP updates turn that into a runaway (classification EM's bias towards the
+   largest cluster): the commonest metagene absorbs the others over the iterations.
 
 Every update minimises its own objective exactly (or, for ``S``, never accepts a worse
 point), so the ``energy`` of eq. 9 does not increase in step 1 and the pseudo-posterior
@@ -180,7 +185,8 @@ def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
 class _Fit:
     """State and updates of one SpiceMix fit (tensors on one device and dtype)."""
 
-    def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device):
+    def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device, neutral=False):
+        self.neutral = neutral
         self.y = y
         self.n, self.g = y.shape
         self.k = k
@@ -259,7 +265,25 @@ class _Fit:
                     break
             self.s[idx], self.z[idx] = s, z
 
+    def _neutral(self, affinity, nu):
+        """``affinity`` with no preference for any metagene in the mean neighbourhood.
+
+        With ``v`` the mean of the ``nu_i``, the result ``S'`` satisfies ``S' v = c 1`` and has
+        mean 0: a symmetric rank-2 correction removes the centred part ``r`` of ``S v``
+        (``S' = S - (r u^T + u r^T) / |v| + (u^T r) u u^T / |v|``, ``u = v / |v|``). It is a
+        projection: a neutral ``S`` is returned unchanged.
+        """
+        v = nu.mean(0)
+        norm = torch.linalg.norm(v).clamp_min(1e-300)
+        u = v / norm
+        sv = affinity @ v
+        r = sv - sv.mean()
+        out = affinity - (torch.outer(r, u) + torch.outer(u, r)) / norm + (u @ r) * torch.outer(u, u) / norm
+        return out - out.mean()
+
     def _affinity_loss(self, affinity, z, nu):
+        if self.neutral:
+            affinity = self._neutral(affinity, nu)
         eta = nu @ affinity
         data = (z * eta).sum() + log_simplex_integral(eta).sum()
         return data / self.n_edges + self.lambda_sigma * (affinity**2).sum()
@@ -321,8 +345,9 @@ class _Fit:
                     if last - best[0] <= 1e-9 * (abs(best[0]) + 1):
                         break
                     last = best[0]
-        # Remove the mean (likelihood unchanged, prior smaller) of the best point.
-        cand = best[1] - best[1].mean()
+        # Remove the mean (likelihood unchanged, prior smaller) of the best point; with the
+        # constraint, store the constrained matrix the loss was evaluated at.
+        cand = self._neutral(best[1], nu) if self.neutral else best[1] - best[1].mean()
         with torch.no_grad():
             if float(self._affinity_loss(cand, z, nu)) <= best[0]:
                 best[1] = cand
@@ -407,6 +432,7 @@ def fit_hmrf(
     affinity_optimizer: str = "lbfgs",
     affinity_steps: int | None = None,
     affinity_lr: float = 1e-2,
+    neutral_affinity: bool = True,
     rescale: bool = True,
     random_state: int = 0,
     init_labels=None,
@@ -447,6 +473,14 @@ def fit_hmrf(
         Function evaluations (L-BFGS, default 10) or steps (Adam, default 100) per iteration at
         most; Adam's learning rate. The affinity starts from its previous value each iteration,
         so a few evaluations per iteration suffice.
+    neutral_affinity
+        Estimate ``S`` under the constraint that it prefers no metagene in the mean
+        neighbourhood ``v`` (``S v`` proportional to the ones vector): the spatial term then
+        describes how neighbours differ from the average composition, not how abundant each
+        metagene is overall. Without it (``False``, the paper's unconstrained estimate) the
+        abundance of the commonest metagene is learned as self-affinity, the MAP states follow
+        it, the next estimate of ``S`` grows, and over the iterations that metagene absorbs the
+        others (the authors' code does the same after ~30 iterations). See the module docstring.
     rescale
         Scale each field so that the mean total expression per cell is K (the paper's
         normalisation); the factors are returned in ``scale``.
@@ -504,6 +538,7 @@ def fit_hmrf(
             solver=solver,
             dtype=tdtype,
             device=device,
+            neutral=neutral_affinity,
         )
         m0 = _initial_metagenes(y, n_factors, random_state, init_labels)
         fit.m = torch.as_tensor(m0, dtype=tdtype, device=device)
