@@ -87,7 +87,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         sf.tl.cluster_latent(adata, f"X_spicemix_{lam:g}", n_clusters=n_types, reference_key="published")
         runs[f"SpiceMix, lambda_Sigma = {lam:g}"] = (f"X_spicemix_{lam:g}", seconds)
-    y = adata.X * (k / adata.X.sum(1).mean())  # the same rescaled data SpiceMix sees
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    y = x * (k / x.sum(1).mean())  # the same rescaled data SpiceMix sees
     t0 = time.perf_counter()
     adata.obsm["X_nmf"] = NMF(k, init="nndsvda", max_iter=1000, random_state=0).fit_transform(np.asarray(y))
     runs["NMF (scikit-learn)"] = ("X_nmf", time.perf_counter() - t0)
