@@ -39,6 +39,22 @@ def test_outputs_and_copy(small):
     assert uns["params"]["library_key"] == "fov" and uns["params"]["lambda_sigma"] == 1e-4
 
 
+def test_affinity_prefers_no_metagene_in_the_mean_neighbourhood(small):
+    # Default: the affinity is estimated under S v = c 1 (v: the mean over cells of the summed
+    # proportions of the neighbours); the paper's unconstrained estimate does not satisfy it.
+    spread = {}
+    for neutral in (True, False):
+        out = sf.tl.spicemix(small, 6, library_key="fov", max_iter=5, neutral_affinity=neutral, copy=True)
+        x = out.obsm["X_spicemix"]
+        z = x / x.sum(1, keepdims=True)
+        nu = out.obsp["spatial_connectivities"] @ z
+        sv = out.uns["spicemix"]["affinity"] @ nu.mean(0)
+        spread[neutral] = np.ptp(sv) / np.abs(out.uns["spicemix"]["affinity"]).max()
+        assert out.uns["spicemix"]["params"]["neutral_affinity"] is neutral
+    assert spread[True] < 1e-10
+    assert spread[False] > 1e-2
+
+
 def test_same_seed_same_result(small):
     a = sf.tl.spicemix(small, 5, library_key="fov", max_iter=3, copy=True)
     b = sf.tl.spicemix(small, 5, library_key="fov", max_iter=3, copy=True)
