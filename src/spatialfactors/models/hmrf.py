@@ -480,7 +480,8 @@ def fit_hmrf(
         metagene is overall. Without it (``False``, the paper's unconstrained estimate) the
         abundance of the commonest metagene is learned as self-affinity, the MAP states follow
         it, the next estimate of ``S`` grows, and over the iterations that metagene absorbs the
-        others (the authors' code does the same after ~30 iterations). See the module docstring.
+        others; the authors' code does the same when run long enough (its default 200
+        iterations on STARmap, 30-40 on the noisier simulated tissues). See the module docstring.
     rescale
         Scale each field so that the mean total expression per cell is K (the paper's
         normalisation); the factors are returned in ``scale``.
