@@ -121,7 +121,7 @@ def _assert_no_empty_lines(x, obs_label: str = "obs", var_label: str = "genes") 
 
 
 def _assert_int_range(name: str, value, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not _is_int(value):
         raise TypeError(f"`{name}` must be an integer, got {value!r}.")
     if value < low or (high is not None and value > high):
         upper = f" and at most {high}" if high is not None else ""
@@ -132,6 +132,11 @@ def _assert_choice(name: str, value, choices: Iterable) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def _is_int(value) -> bool:
+    """Tell whether `value` is a Python or numpy integer (booleans excluded)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _assert_bool(name: str, value) -> None:
@@ -150,13 +155,13 @@ def _assert_str(name: str, value, *, optional: bool = False) -> None:
 def _assert_n_jobs(n_jobs) -> None:
     if n_jobs is None:
         return
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs == 0:
+    if not _is_int(n_jobs) or n_jobs == 0:
         raise ValueError(f"`n_jobs` must be a non-zero integer (-1: all cores) or None, got {n_jobs!r}.")
 
 
 def _int_list(name: str, values, low: int, high: int | None = None) -> list[int]:
     """Return an integer or an iterable of integers as a sorted list of unique ints in [low, high]."""
-    if isinstance(values, int | np.integer) and not isinstance(values, bool):
+    if _is_int(values):
         items = [values]
     elif isinstance(values, Iterable) and not isinstance(values, str | bytes):
         items = list(values)

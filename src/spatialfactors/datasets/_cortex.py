@@ -7,6 +7,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy.stats import truncnorm
 
+from spatialfactors._validation import _is_int
+
 # Metagenes in the order of the paper's Fig. 2b: four major-type metagenes, six subtype or
 # layer metagenes, three noise metagenes.
 METAGENES = (
@@ -50,7 +52,7 @@ _MAX_COVERAGE = 0.5  # random sequential packing jams at ~0.547 of the area cove
 
 def _check_params(n_fovs: int, n_cells: int, n_genes: int, sigma_y: float, sigma_x: float) -> None:
     for name, value, low in (("n_fovs", n_fovs, 1), ("n_cells", n_cells, 1), ("n_genes", n_genes, len(METAGENES))):
-        if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        if not _is_int(value):
             raise TypeError(f"`{name}` must be an integer, got {value!r}.")
         if value < low:
             what = f"the number of metagenes ({len(METAGENES)})" if name == "n_genes" else str(low)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spatialfactors._validation import _is_int
+
 COLUMNS = (
     "id",
     "acronym",
@@ -399,7 +401,7 @@ class Ontology:
         >>> onto.at_depth([315, 8, 997], 1).tolist()
         [8, 8, 997]
         """
-        if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 0:
+        if not _is_int(depth) or depth < 0:
             raise ValueError(f"`depth` must be a non-negative integer, got {depth!r}.")
         arr, uniq, inverse = self._unique_ids(ids)
         paths = [self._paths[int(u)] for u in uniq]
@@ -473,7 +475,7 @@ class Ontology:
                 coarse = self.id_of(self.PAPER_COARSE)
                 return np.array([c for i in coarse for c in self._children[int(i)]], dtype=np.int64)
             raise ValueError(f"`level` must be a depth or one of ('coarse', 'medium'), got {level!r}.")
-        if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
+        if not _is_int(level) or level < 0:
             raise ValueError(f"`level` must be a non-negative depth or 'coarse'/'medium', got {level!r}.")
         return self._df.index[self._df["depth"].to_numpy() == level].to_numpy(dtype=np.int64)
 

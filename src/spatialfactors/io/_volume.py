@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from spatialfactors._validation import _assert_fits_memory
+from spatialfactors._validation import _assert_fits_memory, _is_int
 
 
 def _grid(adata: AnnData) -> tuple[tuple[int, int, int], np.ndarray, float]:
@@ -90,7 +90,7 @@ def to_volume(
             raise KeyError(f"`adata.obsm[{basis!r}]` not found; available keys: {sorted(adata.obsm)}.")
         matrix = adata.obsm[basis]
         n_cols = matrix.shape[1] if getattr(matrix, "ndim", 1) == 2 else 0
-        if isinstance(values, bool) or not isinstance(values, int | np.integer) or not 0 <= values < n_cols:
+        if not _is_int(values) or not 0 <= values < n_cols:
             raise ValueError(
                 f"With `basis`, `values` must be a column index of `adata.obsm[{basis!r}]` (0 ... {n_cols - 1}), "
                 f"got {values!r}."

@@ -29,7 +29,8 @@ residual; ``S = 0``. Then every iteration:
    symmetrised, the mean of ``S`` removed after each step (it does not change the
    likelihood), and the best ``S`` kept. By default (``neutral_affinity``) ``S`` is
    constrained to prefer no metagene in the mean neighbourhood ``v = mean_i nu_i``
-   (``S v = c 1``, a linear constraint, so ``L`` stays convex): without a singleton term in
+   (``S v = c 1``, a linear constraint, so ``L`` stays convex; :func:`neutral_projection`
+   maps any ``S`` onto it and the optimiser works through that map): without a singleton term in
    the model, an unconstrained ``S`` also encodes how common each metagene is, and
    alternating MAP updates turn that into a runaway (classification EM's bias towards the
    largest cluster): the commonest metagene absorbs the others over the iterations.
@@ -182,6 +183,33 @@ def colour_classes(adjacency: sp.spmatrix) -> list[np.ndarray]:
     return [np.flatnonzero(labels == c) for c in range(labels.max() + 1 if len(labels) else 0)]
 
 
+def neutral_projection(affinity: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """``affinity`` with no preference for any metagene in the mean neighbourhood.
+
+    With ``v`` the mean of the rows of ``nu`` (the neighbours' summed proportions), the result
+    ``S'`` satisfies ``S' v = c 1`` and has mean 0: a symmetric rank-2 correction removes the
+    centred part ``r`` of ``S v`` (``S' = S - (r u^T + u r^T) / |v| + (u^T r) u u^T / |v|``,
+    ``u = v / |v|``). It is a projection: a neutral ``S`` is returned unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from spatialfactors.models.hmrf import neutral_projection
+    >>> s = torch.tensor([[-2.0, 1.0], [1.0, 0.5]], dtype=torch.float64)
+    >>> nu = torch.tensor([[3.0, 1.0], [2.0, 2.0]], dtype=torch.float64)
+    >>> sv = neutral_projection(s, nu) @ nu.mean(0)
+    >>> bool(torch.isclose(sv[0], sv[1]))
+    True
+    """
+    v = nu.mean(0)
+    norm = torch.linalg.norm(v).clamp_min(1e-300)
+    u = v / norm
+    sv = affinity @ v
+    r = sv - sv.mean()
+    out = affinity - (torch.outer(r, u) + torch.outer(u, r)) / norm + (u @ r) * torch.outer(u, u) / norm
+    return out - out.mean()
+
+
 class _Fit:
     """State and updates of one SpiceMix fit (tensors on one device and dtype)."""
 
@@ -265,25 +293,9 @@ class _Fit:
                     break
             self.s[idx], self.z[idx] = s, z
 
-    def _neutral(self, affinity, nu):
-        """``affinity`` with no preference for any metagene in the mean neighbourhood.
-
-        With ``v`` the mean of the ``nu_i``, the result ``S'`` satisfies ``S' v = c 1`` and has
-        mean 0: a symmetric rank-2 correction removes the centred part ``r`` of ``S v``
-        (``S' = S - (r u^T + u r^T) / |v| + (u^T r) u u^T / |v|``, ``u = v / |v|``). It is a
-        projection: a neutral ``S`` is returned unchanged.
-        """
-        v = nu.mean(0)
-        norm = torch.linalg.norm(v).clamp_min(1e-300)
-        u = v / norm
-        sv = affinity @ v
-        r = sv - sv.mean()
-        out = affinity - (torch.outer(r, u) + torch.outer(u, r)) / norm + (u @ r) * torch.outer(u, u) / norm
-        return out - out.mean()
-
     def _affinity_loss(self, affinity, z, nu):
         if self.neutral:
-            affinity = self._neutral(affinity, nu)
+            affinity = neutral_projection(affinity, nu)
         eta = nu @ affinity
         data = (z * eta).sum() + log_simplex_integral(eta).sum()
         return data / self.n_edges + self.lambda_sigma * (affinity**2).sum()
@@ -347,7 +359,7 @@ class _Fit:
                     last = best[0]
         # Remove the mean (likelihood unchanged, prior smaller) of the best point; with the
         # constraint, store the constrained matrix the loss was evaluated at.
-        cand = self._neutral(best[1], nu) if self.neutral else best[1] - best[1].mean()
+        cand = neutral_projection(best[1], nu) if self.neutral else best[1] - best[1].mean()
         with torch.no_grad():
             if float(self._affinity_loss(cand, z, nu)) <= best[0]:
                 best[1] = cand
@@ -573,6 +585,20 @@ def fit_hmrf(
         scale=scale,
         n_iter=it,
     )
+
+
+def fit_bytes(n_obs: int, n_vars: int, *, n_parallel: int = 0) -> int:
+    """Peak memory (bytes) of :func:`fit_hmrf`, plus one fit per parallel stability replicate.
+
+    The dense float64 data, its rescaled copy and the working arrays, per fit.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.hmrf import fit_bytes
+    >>> fit_bytes(1000, 100) == 3 * 1000 * 100 * 8
+    True
+    """
+    return (3 + n_parallel) * n_obs * n_vars * 8
 
 
 def _replicate_task(y, adjacency, k: int, counts: np.ndarray, groups, kwargs: dict) -> np.ndarray:

@@ -12,7 +12,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from spatialfactors._validation import _extract_adata
+from spatialfactors._validation import _extract_adata, _is_int
 
 _DOC_SHOW = """table_key
     With a SpatialData, the name of its table that holds the result.
@@ -60,12 +60,12 @@ def _chosen_components(components, n_factors: int, where: str) -> list[int]:
     """0-based factor indices from None (all), one index or a sequence of indices, each checked."""
     if components is None:
         return list(range(n_factors))
-    if isinstance(components, int | np.integer) and not isinstance(components, bool):
+    if _is_int(components):
         components = [components]
     if isinstance(components, str) or not isinstance(components, Iterable):
         raise TypeError(f"`components` must be a sequence of 0-based column indices, got {components!r}.")
     components = list(components)
-    wrong = [c for c in components if isinstance(c, bool) or not isinstance(c, int | np.integer)]
+    wrong = [c for c in components if not _is_int(c)]
     if wrong:
         raise TypeError(f"`components` must be 0-based column indices (integers), got {wrong[:5]}.")
     bad = [int(c) for c in components if not 0 <= c < n_factors]

@@ -14,6 +14,7 @@ from spatialfactors._validation import (
     _assert_str,
     _extract_adata,
     _get_patterns,
+    _is_int,
     _save_results,
 )
 from spatialfactors.models.genes import assign_patterns, importance_scores, rank_genes
@@ -71,7 +72,7 @@ def _pattern_index(pattern: int | str, n_patterns: int, what: str = "pattern") -
                 f"`{what}` {pattern!r} is not one of the {n_patterns} patterns ({names[0]} ... {names[-1]})."
             )
         return names.index(pattern)
-    if isinstance(pattern, bool) or not isinstance(pattern, int | np.integer):
+    if not _is_int(pattern):
         raise TypeError(f"`{what}` must be a pattern index (0-based) or a name such as 'PP1', got {pattern!r}.")
     if not 0 <= pattern < n_patterns:
         raise ValueError(

@@ -29,10 +29,11 @@ from spatialfactors._validation import (
     _get_graph,
     _get_matrix,
     _int_list,
+    _is_int,
     _matrix_label,
     _save_results,
 )
-from spatialfactors.models.hmrf import SOLVERS, fit_hmrf, hmrf_stability
+from spatialfactors.models.hmrf import SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
 from spatialfactors.models.stability import METRICS
 
 
@@ -160,7 +161,7 @@ def spicemix(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
-    sweep = not isinstance(n_factors, int | np.integer) or isinstance(n_factors, bool)
+    sweep = not _is_int(n_factors)
     ks = _int_list("n_factors", n_factors, 2, min(adata.n_vars, adata.n_obs))
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
@@ -191,12 +192,9 @@ def spicemix(
     if isolated:
         logg.warning(f"{isolated} cells have no neighbours in `{connectivity_key}`; they get no spatial term.")
     groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
-    # The engine works on a dense float64 copy (plus its working arrays), one per parallel replicate.
-    dense = adata.n_obs * adata.n_vars * 8
     n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else n_jobs
-    workers = min(n_replicates, n_workers) if sweep else 0
     _assert_fits_memory(
-        (3 + workers) * dense,
+        fit_bytes(adata.n_obs, adata.n_vars, n_parallel=min(n_replicates, n_workers) if sweep else 0),
         f"SpiceMix on a dense {adata.n_obs} cells x {adata.n_vars} genes matrix",
         "subset the genes first (e.g. `sc.pp.highly_variable_genes(adata, subset=True)`) or the cells",
     )

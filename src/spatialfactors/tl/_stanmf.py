@@ -28,6 +28,7 @@ from spatialfactors._validation import (
     _fix_dtype_hint,
     _get_matrix,
     _int_list,
+    _is_int,
     _matrix_label,
     _save_results,
 )
@@ -170,7 +171,7 @@ def stanmf(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
-    sweep = not isinstance(n_components, int | np.integer) or isinstance(n_components, bool)
+    sweep = not _is_int(n_components)
     ks = _int_list("n_components", n_components, 1, min(adata.shape))
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
