@@ -98,13 +98,11 @@ def small_tissue():
     return np.vstack(ys), sp.block_diag(blocks).tocsr(), np.array(groups), m
 
 
-@pytest.mark.parametrize("neutral", [False, True])
-def test_every_update_decreases_its_objective(small_tissue, neutral):
-    y, a, _, _ = small_tissue
-    fit = _Fit(
+def _fit(y, a, k, *, neutral):
+    return _Fit(
         torch.tensor(y),
         a,
-        3,
+        k,
         lambda_x=1.0,
         lambda_sigma=1e-4,
         solver="fast",
@@ -112,6 +110,12 @@ def test_every_update_decreases_its_objective(small_tissue, neutral):
         device="cpu",
         neutral=neutral,
     )
+
+
+@pytest.mark.parametrize("neutral", [False, True])
+def test_every_update_decreases_its_objective(small_tissue, neutral):
+    y, a, _, _ = small_tissue
+    fit = _fit(y, a, 3, neutral=neutral)
     fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
     fit.x_plain()
     fit.m_step()
@@ -186,20 +190,6 @@ def test_float32_agrees_with_float64(small_tissue):
     assert np.diag(corr).min() > 0.98
 
 
-def _neutral_fit(y, a, k):
-    return _Fit(
-        torch.tensor(y),
-        a,
-        k,
-        lambda_x=1.0,
-        lambda_sigma=1e-4,
-        solver="fast",
-        dtype=torch.float64,
-        device="cpu",
-        neutral=True,
-    )
-
-
 def test_neutral_affinity_is_a_projection():
     rng = np.random.default_rng(1)
     nu = torch.tensor(rng.random((50, 5)) * 4)
@@ -217,7 +207,7 @@ def test_neutral_affinity_is_a_projection():
 
 def test_neutral_affinity_step_reaches_the_constrained_optimum(small_tissue):
     y, a, _, _ = small_tissue
-    fit = _neutral_fit(y, a, 3)
+    fit = _fit(y, a, 3, neutral=True)
     fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
     fit.x_plain()
     fit.affinity_step("lbfgs", 500, 1e-2)
