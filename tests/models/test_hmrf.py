@@ -261,3 +261,22 @@ def test_neutral_affinity_keeps_every_metagene_in_use():
     print(out)
     assert out[True][0] > out[False][0] + 1.5
     assert out[True][1] > out[False][1] + 0.1
+
+
+def test_usage_counts_metagenes_in_use():
+    from spatialfactors.models.hmrf import usage
+
+    z = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]], dtype=torch.float64)
+    out = usage(z)
+    assert out["effective_metagenes"] == pytest.approx(2.0)  # two used equally, one never
+    assert out["max_proportion"] == pytest.approx(2.5 / 3)
+    # Cells with zero scale carry no state and are left out.
+    out = usage(z, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    assert out == {"effective_metagenes": pytest.approx(1.0), "max_proportion": pytest.approx(1.0)}
+    uniform = usage(torch.full((4, 5), 0.2, dtype=torch.float64))
+    assert uniform["effective_metagenes"] == pytest.approx(5.0) and uniform["max_proportion"] == pytest.approx(0.2)
+
+
+def test_unknown_affinity_states_is_refused():
+    with pytest.raises(ValueError, match="`affinity_states` must be one of"):
+        fit_hmrf(np.ones((4, 3)), sp.eye(4) * 0, 2, affinity_states="mean")

@@ -48,3 +48,19 @@ def test_bad_input_leaves_adata_unchanged(blobs, kwargs, error, match):
     with pytest.raises(error, match=match):
         sf.tl.cluster_latent(blobs, **kwargs)
     assert blobs.obs.equals(before.obs) and set(blobs.uns) == set(before.uns)
+
+
+def test_calinski_harabasz_takes_a_peak_not_the_edge(monkeypatch):
+    from spatialfactors.tl import _cluster
+    from spatialfactors.tl._cluster import _best_peak
+
+    warnings = []
+    monkeypatch.setattr(_cluster.logg, "warning", lambda msg, **kw: warnings.append(msg))
+
+    # Weakly separated data: the index only falls from 2 clusters on; a later peak is preferred.
+    assert _best_peak(np.array([500.0, 600.0, 900.0, 880.0, 1000.0, 950.0, 800.0])) == 4
+    assert _best_peak(np.array([900.0, 700.0, 750.0, 600.0])) == 2  # interior peak below the edge value
+    assert not warnings
+    assert _best_peak(np.array([900.0, 800.0, 700.0])) == 0  # no peak: the maximum, with a warning
+    assert len(warnings) == 1 and "no peak" in warnings[0]
+    assert _best_peak(np.array([np.nan, 3.0, 5.0, 4.0])) == 2

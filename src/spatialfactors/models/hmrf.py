@@ -62,6 +62,7 @@ from ._threads import one_thread
 from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
 
 SOLVERS = ("fast", "cvxpy")
+AFFINITY_STATES = ("data", "map")
 
 
 def log_simplex_integral(eta: torch.Tensor) -> torch.Tensor:
@@ -147,7 +148,9 @@ class HMRFResult:
     history
         One row per iteration (0 = after initialisation): ``objective`` (eq. 12, negative log
         pseudo-posterior), ``energy`` (eq. 9, what the X update minimises), ``rss``,
-        ``sigma_y``, ``affinity_loss`` (``L(S)``), ``seconds`` (since the start).
+        ``sigma_y``, ``affinity_loss`` (``L(S)`` on the MAP states), ``effective_metagenes`` and
+        ``max_proportion`` (:func:`usage`), ``affinity_norm`` (``||S||_F``), ``seconds`` (since
+        the start).
     scale
         Factor applied to each group's expression before fitting.
     n_iter
@@ -250,12 +253,16 @@ class _Fit:
         return float(((self.y - self.x @ self.m.T) ** 2).sum())
 
     # ---- updates ----
-    def x_plain(self) -> None:
-        """Non-negative least squares for every cell (initialisation, no prior, no neighbours)."""
+    def data_states(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and proportions by non-negative least squares for every cell: the data alone, no prior."""
         q_mat = self.m.T @ self.m
         x = self._qp(q_mat, torch.ones(self.n, dtype=self.dtype, device=self.device), -(self.y @ self.m), False, self.x)
-        self.s = x.sum(1)
-        self.z = torch.where(self.s[:, None] > 0, x / self.s.clamp_min(1e-300)[:, None], self.z)
+        s = x.sum(1)
+        return s, torch.where(s[:, None] > 0, x / s.clamp_min(1e-300)[:, None], self.z)
+
+    def x_plain(self) -> None:
+        """Non-negative least squares for every cell (initialisation, no prior, no neighbours)."""
+        self.s, self.z = self.data_states()
 
     def m_step(self) -> None:
         x = self.x
@@ -307,12 +314,16 @@ class _Fit:
         with torch.no_grad():
             return float(self._affinity_loss(self.affinity, self.z[self.has_nb], nu))
 
-    def affinity_step(self, optimizer: str, max_steps: int, lr: float) -> None:
-        """Minimise ``L(S)`` from the current ``S``; the best point seen is kept (never worse)."""
+    def affinity_step(self, optimizer: str, max_steps: int, lr: float, states: torch.Tensor | None = None) -> None:
+        """Minimise ``L(S)`` from the current ``S``; the best point seen is kept (never worse).
+
+        ``L`` is evaluated on the proportions ``states`` (default: the current MAP states).
+        """
         if self.n_edges == 0 or max_steps == 0:
             return
-        z = self.z[self.has_nb]
-        nu = (self.adj @ self.z)[self.has_nb]
+        states = self.z if states is None else states
+        z = states[self.has_nb]
+        nu = (self.adj @ states)[self.has_nb]
         param = torch.nn.Parameter(self.affinity.clone())
         best = [float(self._affinity_loss(self.affinity, z, nu).detach()), self.affinity.clone()]
 
@@ -384,8 +395,38 @@ class _Fit:
             "rss": rss,
             "sigma_y": math.sqrt(self.sigma2),
             "affinity_loss": loss,
+            **usage(self.z, self.s),
+            "affinity_norm": float(torch.linalg.norm(self.affinity)),
             "seconds": time.perf_counter() - start,
         }
+
+
+def usage(z: torch.Tensor, s: torch.Tensor | None = None) -> dict[str, float]:
+    """How many metagenes the cells use: what shows a fit degenerating (one metagene absorbing others).
+
+    ``effective_metagenes`` is the exponential of the entropy of the mean proportions (K when
+    every metagene is used equally, 1 when one takes all); ``max_proportion`` is the mean over
+    cells of the largest proportion (1/K for uniform mixtures, 1 for one metagene per cell).
+    Cells with zero scale ``s`` are left out.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from spatialfactors.models.hmrf import usage
+    >>> usage(torch.eye(4, dtype=torch.float64))
+    {'effective_metagenes': 4.0, 'max_proportion': 1.0}
+    """
+    if s is not None:
+        z = z[s > 0]
+    if len(z) == 0:
+        return {"effective_metagenes": 0.0, "max_proportion": 0.0}
+    mean = z.mean(0)
+    mean = mean / mean.sum().clamp_min(1e-300)
+    nz = mean[mean > 0]
+    return {
+        "effective_metagenes": round(float(torch.exp(-(nz * torch.log(nz)).sum())), 12),
+        "max_proportion": round(float(z.max(1).values.mean()), 12),
+    }
 
 
 def group_scale(totals: np.ndarray, codes: np.ndarray, target: float) -> np.ndarray:
@@ -445,6 +486,7 @@ def fit_hmrf(
     affinity_steps: int | None = None,
     affinity_lr: float = 1e-2,
     neutral_affinity: bool = True,
+    affinity_states: str = "data",
     rescale: bool = True,
     random_state: int = 0,
     init_labels=None,
@@ -494,6 +536,14 @@ def fit_hmrf(
         it, the next estimate of ``S`` grows, and over the iterations that metagene absorbs the
         others; the authors' code does the same when run long enough (its default 200
         iterations on STARmap, 30-40 on the noisier simulated tissues). See the module docstring.
+    affinity_states
+        Which proportions the affinity is estimated from. ``"data"`` (default): each cell's
+        proportions from the data alone (non-negative least squares on the current metagenes,
+        no spatial term), an empirical-Bayes estimate of the prior. ``"map"`` (the paper): the
+        MAP states of step 1, which the current ``S`` has itself smoothed towards their
+        neighbours; an ``S`` fitted to them is larger than the one that generated the data, the
+        next states are smoother still, and ``S`` grows over the iterations until the fit
+        degenerates (see the module docstring).
     rescale
         Scale each field so that the mean total expression per cell is K (the paper's
         normalisation); the factors are returned in ``scale``.
@@ -528,6 +578,8 @@ def fit_hmrf(
     """
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
+    if affinity_states not in AFFINITY_STATES:
+        raise ValueError(f"`affinity_states` must be one of {AFFINITY_STATES}, got {affinity_states!r}.")
     if affinity_optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"`affinity_optimizer` must be 'lbfgs' or 'adam', got {affinity_optimizer!r}.")
     if affinity_steps is None:
@@ -569,7 +621,8 @@ def fit_hmrf(
             fit.x_icm()
             fit.m_step()
             fit.sigma_step()
-            fit.affinity_step(affinity_optimizer, affinity_steps, affinity_lr)
+            states = fit.data_states()[1] if affinity_states == "data" else None
+            fit.affinity_step(affinity_optimizer, affinity_steps, affinity_lr, states)
             history.append(fit.record(it, start))
             if callback is not None:
                 callback(history[-1])

@@ -1,6 +1,7 @@
 """Tools: AnnData wrappers that validate input, call an engine and write the results."""
 
 from ._cluster import cluster_latent
+from ._domains import spatial_domains
 from ._link_regions import link_regions
 from ._pattern_genes import pattern_genes, pattern_genes_df
 from ._region_auc import region_auc
@@ -16,6 +17,7 @@ __all__ = [
     "region_auc",
     "sgcn",
     "sgcn_graph",
+    "spatial_domains",
     "spicemix",
     "stanmf",
 ]

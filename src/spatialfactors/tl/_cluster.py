@@ -32,8 +32,12 @@ def cluster_latent(
     clustered with Ward linkage (:func:`scipy.cluster.hierarchy.linkage`); the tree is cut
     into ``n_clusters`` clusters, or into the number in ``range(2, 21)`` (or the given
     sequence) with the highest Calinski-Harabasz index
-    (:func:`sklearn.metrics.calinski_harabasz_score`). With ``reference_key`` the adjusted
-    Rand index against that labelling is stored too.
+    (:func:`sklearn.metrics.calinski_harabasz_score`): the highest of its interior peaks (a
+    candidate scoring above both neighbours), since the index of weakly separated data only
+    falls from 2 clusters on, which says nothing about their number. Without a peak, the
+    best-scoring candidate is taken with a warning. With ``reference_key`` the adjusted Rand
+    index against that labelling is stored too. For spatial domains (layers, regions) see
+    :func:`spatial_domains`.
 
     Parameters
     ----------
@@ -99,7 +103,7 @@ def cluster_latent(
     else:
         if np.all(np.isnan(scores)):
             raise ValueError("No candidate number of clusters gives a valid Calinski-Harabasz index.")
-        k_best = candidates[int(np.nanargmax(scores))]
+        k_best = candidates[_best_peak(np.asarray(scores, dtype=np.float64))]
     labels = labelings[k_best]
     name = key_added or f"{basis.removeprefix('X_')}_clusters"
     # Clusters numbered from 0 in order of size, as scanpy's leiden/louvain.
@@ -118,3 +122,19 @@ def cluster_latent(
     target = adata.copy() if copy else adata
     _save_results(target, [("obs", name, pd.Series(column, index=adata.obs_names)), ("uns", name, uns)], start)
     return target if copy else None
+
+
+def _best_peak(scores: np.ndarray) -> int:
+    """Index of the highest interior local maximum of ``scores`` (NaN ignored), else of the maximum."""
+    filled = np.where(np.isnan(scores), -np.inf, scores)
+    inner = np.arange(1, len(scores) - 1)
+    peaks = inner[(filled[inner] > filled[inner - 1]) & (filled[inner] > filled[inner + 1])]
+    if len(peaks):
+        return int(peaks[np.argmax(filled[peaks])])
+    best = int(np.argmax(filled))
+    logg.warning(
+        "cluster_latent: the Calinski-Harabasz index has no peak between the candidates (largest at "
+        f"{'the smallest' if best == 0 else 'the largest'} candidate): it gives no evidence for a number of "
+        "clusters; pass `n_clusters`, or use `sf.tl.spatial_domains` (Leiden)."
+    )
+    return best

@@ -33,7 +33,7 @@ from spatialfactors._validation import (
     _matrix_label,
     _save_results,
 )
-from spatialfactors.models.hmrf import SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
+from spatialfactors.models.hmrf import AFFINITY_STATES, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
 from spatialfactors.models.stability import METRICS
 
 
@@ -43,6 +43,7 @@ def spicemix(
     *,
     connectivity_key: str = "spatial_connectivities",
     library_key: str | None = None,
+    max_distance: float | None = None,
     layer: str | None = None,
     lambda_sigma: float = 1e-4,
     lambda_x: float = 1.0,
@@ -52,6 +53,7 @@ def spicemix(
     init_key: str | None = None,
     affinity_optimizer: Literal["lbfgs", "adam"] = "lbfgs",
     neutral_affinity: bool = True,
+    affinity_states: Literal["data", "map"] = "data",
     n_replicates: int = 10,
     metric: Literal["hungarian", "amari"] = "hungarian",
     rescale: bool = True,
@@ -90,6 +92,11 @@ def spicemix(
         spatial term (for them the model is NMF with an L1 prior).
     library_key
         Categorical ``.obs`` column naming each cell's field of view.
+    max_distance
+        Ignore graph edges longer than this (squidpy's ``.obsp['spatial_distances']``, in the units
+        of ``.obsm['spatial']``): a Delaunay triangulation also joins cells across gaps and along
+        the tissue's edge (the SpiceMix paper cuts STARmap's edges at 600 px, seqFISH+'s at 300 px).
+        ``.obsp`` is not changed.
     layer
         Layer to use instead of ``.X`` (dense or sparse; densified, SpiceMix data is small).
     lambda_sigma
@@ -119,6 +126,13 @@ def spicemix(
         metagene is. Without the constraint (``False``, the paper's estimate) the commonest
         metagene slowly absorbs the others as the iterations go on; with it, SpiceMix's
         clusters stay above NMF's on noisy data (``benchmarks/results/spicemix_scenarios.md``).
+    affinity_states
+        Which proportions the affinity is estimated from at each iteration: ``"data"`` (default),
+        each cell's proportions fitted to its own expression without the spatial term; ``"map"``
+        (the paper), the spatially smoothed MAP states. An affinity fitted to states it has itself
+        smoothed grows at every iteration (||S|| 20 -> 50-90 on real tissue) until a few metagenes
+        absorb the others; estimated from the data-only states it settles within a few iterations
+        (:func:`~spatialfactors.models.hmrf.fit_hmrf`; ``benchmarks/results/spatial_domains.md``).
     n_replicates, metric
         Stability selection of K (only used when ``n_factors`` is a sequence).
     rescale
@@ -145,7 +159,9 @@ def spicemix(
     - ``.obsm['X_spicemix']``: latent states (cells x K, in units of the rescaled data);
     - ``.varm['spicemix_metagenes']``: metagenes (genes x K, columns sum to one);
     - ``.uns['spicemix']``: ``affinity`` (K x K), ``sigma_y``, ``history`` (per iteration:
-      objective, energy, rss, sigma_y, affinity_loss, seconds), ``scale`` (per field of
+      objective, energy, rss, sigma_y, affinity_loss, ``effective_metagenes`` and
+      ``max_proportion`` (a fit degenerating shows as the first falling and the second rising
+      towards 1; a warning is logged below K/2 metagenes), ``affinity_norm``, seconds), ``scale`` (per field of
       view), ``k``, ``n_iter``, ``instability`` (for a range of K) and ``params``.
 
     Examples
@@ -174,6 +190,7 @@ def spicemix(
         _assert_real_range("tol", tol, 0)
     _assert_choice("affinity_optimizer", affinity_optimizer, ("lbfgs", "adam"))
     _assert_bool("neutral_affinity", neutral_affinity)
+    _assert_choice("affinity_states", affinity_states, AFFINITY_STATES)
     _assert_bool("rescale", rescale)
     _assert_int_range("random_state", random_state, 0)
     _assert_choice("solver", solver, SOLVERS)
@@ -187,7 +204,7 @@ def spicemix(
     init_labels = None
     if init_key is not None:
         init_labels = _init_labels(adata, init_key, ks, sweep)
-    graph = _get_graph(adata, connectivity_key, library_key)
+    graph = _get_graph(adata, connectivity_key, library_key, max_distance=max_distance)
     isolated = int((np.diff(graph.indptr) == 0).sum())
     if isolated:
         logg.warning(f"{isolated} cells have no neighbours in `{connectivity_key}`; they get no spatial term.")
@@ -209,6 +226,7 @@ def spicemix(
         "init_iter": init_iter,
         "affinity_optimizer": affinity_optimizer,
         "neutral_affinity": neutral_affinity,
+        "affinity_states": affinity_states,
         "rescale": rescale,
         "solver": solver,
         "dtype": dtype,
@@ -245,6 +263,7 @@ def spicemix(
             callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
             **fit_kwargs,
         )
+    _warn_degenerate(res.history, k_best)
     libraries = list(adata.obs[library_key].cat.categories) if library_key is not None else ["all"]
     uns = {
         "k": k_best,
@@ -257,6 +276,7 @@ def spicemix(
             "n_factors": [int(k) for k in ks],
             "connectivity_key": connectivity_key,
             "library_key": library_key if library_key is not None else "",
+            "max_distance": float(max_distance) if max_distance is not None else 0.0,
             "layer": layer if layer is not None else "X",
             "lambda_sigma": float(lambda_sigma),
             "lambda_x": float(lambda_x),
@@ -266,6 +286,7 @@ def spicemix(
             "init_key": init_key if init_key is not None else "",
             "affinity_optimizer": affinity_optimizer,
             "neutral_affinity": bool(neutral_affinity),
+            "affinity_states": affinity_states,
             "n_replicates": int(n_replicates) if sweep else 0,
             "metric": metric,
             "rescale": bool(rescale),
@@ -302,3 +323,14 @@ def _init_labels(adata: AnnData, init_key: str, ks: list[int], sweep: bool) -> n
             "as the cluster means, so the numbers must agree (tune the clustering's resolution)."
         )
     return labels.astype(str).to_numpy()
+
+
+def _warn_degenerate(history, k: int) -> None:
+    """Warn when a few metagenes have absorbed the others (the runaway of alternating MAP fits)."""
+    last = history.iloc[-1]
+    if last["iteration"] > 0 and last["effective_metagenes"] < k / 2:
+        logg.warning(
+            f"SpiceMix: only {last['effective_metagenes']:.1f} of {k} metagenes remain in use (effective number, "
+            f"`.uns[...]['history']`; mean largest proportion {last['max_proportion']:.2f}): the spatial term dominates "
+            "the data. Use fewer metagenes, a larger `lambda_sigma`, or `max_distance` to drop long edges."
+        )

@@ -1,0 +1,315 @@
+"""Spatial domains and cell types on real and simulated tissue: SpiceMix at its defaults against scanpy.
+
+Every method sees the same preprocessing (real data: counts per 1e4 + log1p, as the SpiceMix
+paper; simulations: as simulated) and the same spatial graph (squidpy's Delaunay per field of
+view for cells; the six hexagonal neighbours for Visium spots; the authors' own graph for their
+synthetic cortex), and nothing is tuned per data set:
+
+- ``SpiceMix``: ``sf.tl.spicemix(adata)`` at its defaults (K = 10);
+- ``PCA``: ``sc.tl.pca`` at its defaults (50 components, fewer for small panels);
+- ``NMF``: scikit-learn NMF, K = 10, on the data SpiceMix sees (each field rescaled to a mean
+  total of K);
+- ``PCA + Leiden (scanpy)``: ``sc.pp.neighbors`` + ``sc.tl.leiden`` at their defaults
+  (resolution 1, whatever number of clusters that gives).
+
+Each representation (as proportions when non-negative) is clustered by the same four protocols
+of ``sf.tl.spatial_domains`` into the number of reference classes: Ward (the SpiceMix paper's) or
+Leiden (resolution searched for that number), each as is (cell types) and after one round of
+neighbour averaging followed by the majority vote (domains).
+ARI and NMI against the reference labels (cells without a label left out), median and range
+over seeds (SpiceMix's and NMF's initialisation, Leiden's seed), time of the factorisation and
+its peak memory (resident set size above the level before it, sampled every 10 ms).
+
+Usage::
+
+    python benchmarks/spatial_domains.py [--seeds 5] [--data starmap,dlpfc,osmfish,sim,synthetic]
+        [--synthetic-dir DIR] [--trace]
+
+``--synthetic-dir`` is a folder with the authors' ``data/synthetic_cortex/files/*.txt``
+(ma-compbio/SpiceMix; fetch it, never commit it); without it that row is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).parent / "results"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+K = 10
+PROTOCOLS = (
+    ("Ward", "ward", 0),
+    ("Ward, smoothed + vote", "ward", 1),
+    ("Leiden", "leiden", 0),
+    ("Leiden, smoothed + vote", "leiden", 1),
+)
+EXCITATORY = {"eL2/3": "L2/3", "eL4": "L4", "eL5": "L5", "eL6-1": "L6", "eL6-2": "L6"}
+
+
+class PeakRSS:
+    """Peak resident memory above the level at entry, sampled in a thread."""
+
+    def __enter__(self):
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.mb = (self.peak - self.base) / 2**20
+
+
+def _normalise(adata):
+    import scanpy as sc
+
+    adata.X = adata.X.astype(np.float64)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+def load(name: str, synthetic_dir: str | None):
+    """(AnnData with .obs['truth'] and a graph, library_key or None) for each data set."""
+    import squidpy as sq
+
+    import spatialfactors as sf
+
+    out = []
+    if name == "starmap":
+        a = _normalise(sf.datasets.starmap_visual_cortex(SHARED / "starmap_visual_1020"))
+        a.obs["truth"] = a.obs["ClusterName"].astype(str)
+        sq.gr.spatial_neighbors_delaunay(a)
+        out.append(("STARmap, 930 cells (16 published types)", a, None))
+        layers = a.obs["ClusterName"].map(EXCITATORY)
+        b = a.copy()
+        b.obs["truth"] = layers.astype(object).where(layers.notna(), None)
+        out.append(("STARmap, excitatory layers (4; clusters of all cells scored on the excitatory ones)", b, None))
+    elif name == "dlpfc":
+        a = _normalise(sf.datasets.visium_dlpfc(SHARED / "dlpfc_visium"))
+        a.obs["truth"] = a.obs["layer"].astype(object)
+        sq.gr.spatial_neighbors_grid(a, n_neighs=6)
+        out.append(("DLPFC 151510, Visium, 4,634 spots (7 layers)", a, None))
+    elif name == "osmfish":
+        a = _normalise(sf.datasets.osmfish_cortex(SHARED / "osmfish_cortex"))
+        a.obs["truth"] = a.obs["region"].astype(str)
+        sq.gr.spatial_neighbors_delaunay(a)
+        out.append(("osmFISH, 4,839 cells (11 regions)", a, None))
+    elif name == "sim":
+        for i, (sy, sx) in enumerate(sf.datasets.SCENARIOS):
+            a = sf.datasets.simulate_cortex(4, 500, sigma_y=sy, sigma_x=sx, random_state=i)
+            a.obs["truth"] = a.obs["cell_type"].astype(str)
+            sq.gr.spatial_neighbors_delaunay(a, library_key="fov")
+            out.append((f"simulate_cortex sigma_y {sy}, sigma_x {sx}, 4 x 500 (8 types)", a, "fov"))
+    elif name == "synthetic" and synthetic_dir:
+        out.append(("authors' synthetic cortex, FOVs 0-3, 4 x 500 (8 types)", _synthetic(Path(synthetic_dir)), "fov"))
+    return out
+
+
+def _synthetic(folder: Path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    blocks, obs, graphs, coords = [], [], [], []
+    for f in range(4):
+        y = np.loadtxt(folder / f"expression_{f}.txt")
+        edges = np.loadtxt(folder / f"neighborhood_{f}.txt", dtype=int)
+        g = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(y), len(y))).tocsr()
+        graphs.append(((g + g.T) > 0).astype(np.float64))
+        blocks.append(y)
+        coords.append(np.loadtxt(folder / f"coordinates_{f}.txt"))
+        obs.append(pd.DataFrame({"truth": np.loadtxt(folder / f"celltypes_{f}.txt", dtype=str), "fov": str(f)}))
+    # The authors' simulated expression has a few small negative values (Gaussian noise); clipped
+    # at zero for every method, as simulate_cortex does.
+    a = ad.AnnData(np.vstack(blocks).clip(0), obs=pd.concat(obs, ignore_index=True))
+    a.obs_names = a.obs_names.astype(str)
+    a.obs["fov"] = a.obs["fov"].astype("category")
+    a.obsp["spatial_connectivities"] = sp.block_diag(graphs).tocsr()
+    a.obsm["spatial"] = np.vstack(coords)
+    return a
+
+
+def _factorise(adata, method: str, seed: int, library_key):
+    import scanpy as sc
+    from sklearn.decomposition import NMF
+
+    import spatialfactors as sf
+
+    if method == "SpiceMix":
+        sf.tl.spicemix(adata, library_key=library_key, random_state=seed)
+        return "X_spicemix"
+    if method == "PCA":
+        sc.tl.pca(adata, n_comps=min(50, adata.n_vars - 1))
+        return "X_pca"
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    x = np.asarray(x, dtype=np.float64)
+    codes = adata.obs[library_key].cat.codes.to_numpy() if library_key else np.zeros(adata.n_obs, int)
+    totals = np.array([x[codes == c].sum(1).mean() for c in range(codes.max() + 1)])
+    y = x * (K / totals[codes])[:, None]
+    adata.obsm["X_nmf"] = NMF(K, init="nndsvda", max_iter=1000, random_state=seed).fit_transform(y)
+    return "X_nmf"
+
+
+def _score(truth, labels):
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    known = truth.notna().to_numpy()
+    t, p = truth[known].astype(str).to_numpy(), np.asarray(labels)[known]
+    return adjusted_rand_score(t, p), normalized_mutual_info_score(t, p)
+
+
+def run(title, adata, library_key, seeds):
+    import scanpy as sc
+
+    import spatialfactors as sf
+
+    n = adata.obs["truth"].dropna().nunique()
+    rows = []
+    for seed in seeds:
+        for method in ("SpiceMix", "PCA", "NMF"):
+            a = adata.copy()
+            t0 = time.perf_counter()
+            with PeakRSS() as mem:
+                basis = _factorise(a, method, seed, library_key)
+            seconds = time.perf_counter() - t0
+            extra = {}
+            if method == "SpiceMix":
+                hist = a.uns["spicemix"]["history"]
+                extra = {
+                    "iterations": int(a.uns["spicemix"]["n_iter"]),
+                    "effective": float(hist["effective_metagenes"].iloc[-1]),
+                }
+            for protocol, cluster, smooth in PROTOCOLS:
+                sf.tl.spatial_domains(
+                    a, basis, n, method=cluster, n_smooth=smooth, vote=bool(smooth), random_state=seed, key_added="d"
+                )
+                ari, nmi = _score(a.obs["truth"], a.obs["d"])
+                rows.append(
+                    {"method": method, "protocol": protocol, "seed": seed, "seconds": seconds, "mb": mem.mb}
+                    | {"ari": ari, "nmi": nmi}
+                    | extra
+                )
+        a = adata.copy()
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            sc.tl.pca(a, n_comps=min(50, a.n_vars - 1))
+            sc.pp.neighbors(a)
+            sc.tl.leiden(a, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+        ari, nmi = _score(a.obs["truth"], a.obs["leiden"])
+        rows.append(
+            {
+                "method": f"PCA + Leiden (scanpy defaults, {a.obs['leiden'].nunique()} clusters)",
+                "protocol": "scanpy",
+                "seed": seed,
+                "seconds": time.perf_counter() - t0,
+                "mb": mem.mb,
+                "ari": ari,
+                "nmi": nmi,
+            }
+        )
+        print(f"  {title}: seed {seed} done", flush=True)
+    table = pd.DataFrame(rows)
+    table["method"] = table["method"].str.replace(
+        r" \(scanpy defaults, \d+ clusters\)", " (scanpy defaults)", regex=True
+    )
+    return table
+
+
+def trace(adata, library_key, n_iter: int) -> pd.DataFrame:
+    """ARI (Ward, as is) of SpiceMix's states after t iterations, seed 0: fits are deterministic, so
+    a fit stopped at t is the first t iterations of the full one."""
+    import spatialfactors as sf
+
+    n = adata.obs["truth"].dropna().nunique()
+    rows = []
+    for t in sorted({0, 5, 10, 20, 40, 80, 160, n_iter} - {i for i in range(n_iter + 1, 10**6)}):
+        a = adata.copy()
+        sf.tl.spicemix(a, library_key=library_key, max_iter=t, tol=None if t < n_iter else 1e-6)
+        sf.tl.spatial_domains(a, "X_spicemix", n, method="ward", n_smooth=0, vote=False, key_added="d")
+        hist = a.uns["spicemix"]["history"].iloc[-1]
+        rows.append(
+            {
+                "iteration": t,
+                "ARI": _score(a.obs["truth"], a.obs["d"])[0],
+                "effective metagenes": hist["effective_metagenes"],
+                "mean largest proportion": hist["max_proportion"],
+                "||S||": hist["affinity_norm"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
+    def fmt(v):
+        return f"{np.median(v):.3f} ({np.min(v):.2f}-{np.max(v):.2f})"
+
+    out = table.groupby(["method", "protocol"], sort=False).agg(
+        ARI=("ari", fmt), NMI=("nmi", fmt), seconds=("seconds", "median"), peak_MB=("mb", "median")
+    )
+    if "effective" in table:
+        eff = table.groupby(["method", "protocol"], sort=False)["effective"].min()
+        out["min effective metagenes"] = eff.map(lambda v: "" if np.isnan(v) else f"{v:.1f}")
+    return out.reset_index().round({"seconds": 1, "peak_MB": 0})
+
+
+def main() -> None:
+    import squidpy  # noqa: F401  (imported before torch sets its threads)
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--data", default="starmap,dlpfc,osmfish,sim,synthetic")
+    parser.add_argument("--synthetic-dir", default=None)
+    parser.add_argument("--trace", action="store_true", help="ARI and usage of SpiceMix along its iterations")
+    parser.add_argument("--out", default=str(RESULTS / "spatial_domains.md"))
+    args = parser.parse_args()
+    seeds = list(range(args.seeds))
+    lines = [
+        "# Spatial domains and cell types: SpiceMix at its defaults against PCA, NMF and scanpy",
+        "",
+        f"Run {time.strftime('%Y-%m-%d')} with `python benchmarks/spatial_domains.py --seeds {args.seeds} "
+        f"--data {args.data}` on {os.cpu_count()} cores. Median (range) over seeds {seeds}. Clusters: "
+        "`sf.tl.spatial_domains` (Ward or Leiden) into the number of reference classes, as is or after one "
+        "round of neighbour averaging + majority vote (`smoothed + vote`), on proportions for SpiceMix "
+        "and NMF. Seconds and peak MB: the "
+        "factorisation only. `min effective metagenes`: the smallest over seeds of the exponential "
+        "of the entropy of the mean proportions at the end of the fit (K = 10).",
+    ]
+    for name in args.data.split(","):
+        for title, adata, library_key in load(name, args.synthetic_dir):
+            print(title, flush=True)
+            table = run(title, adata, library_key, seeds)
+            lines += ["", f"## {title}", "", _summary(table).to_markdown(index=False)]
+            if args.trace:
+                n_iter = int(table.loc[table["method"] == "SpiceMix", "iterations"].iloc[0])
+                steps = trace(adata, library_key, n_iter)
+                best = steps["ARI"].max()
+                lines += [
+                    "",
+                    f"SpiceMix over the iterations (seed 0, Ward): final ARI {steps['ARI'].iloc[-1]:.3f}, best "
+                    f"{best:.3f} (final - best = {steps['ARI'].iloc[-1] - best:+.3f}).",
+                    "",
+                    steps.round(3).to_markdown(index=False),
+                ]
+            Path(args.out).parent.mkdir(exist_ok=True)
+            Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
