@@ -238,7 +238,7 @@ def trace(adata, library_key, n_iter: int) -> pd.DataFrame:
 
     n = adata.obs["truth"].dropna().nunique()
     rows = []
-    for t in sorted({0, 5, 10, 20, 40, 80, 160, n_iter} - {i for i in range(n_iter + 1, 10**6)}):
+    for t in sorted({t for t in (0, 5, 10, 20, 40, 80, 160) if t < n_iter} | {n_iter}):
         a = adata.copy()
         sf.tl.spicemix(a, library_key=library_key, max_iter=t, tol=None if t < n_iter else 1e-6)
         sf.tl.spatial_domains(a, "X_spicemix", n, method="ward", n_smooth=0, vote=False, key_added="d")

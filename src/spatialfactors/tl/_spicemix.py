@@ -331,6 +331,6 @@ def _warn_degenerate(history, k: int) -> None:
     if last["iteration"] > 0 and last["effective_metagenes"] < k / 2:
         logg.warning(
             f"SpiceMix: only {last['effective_metagenes']:.1f} of {k} metagenes remain in use (effective number, "
-            f"`.uns[...]['history']`; mean largest proportion {last['max_proportion']:.2f}): the spatial term dominates "
-            "the data. Use fewer metagenes, a larger `lambda_sigma`, or `max_distance` to drop long edges."
+            f"`.uns[...]['history']`; mean largest proportion {last['max_proportion']:.2f}): the spatial term "
+            "dominates the data. Use fewer metagenes, a larger `lambda_sigma`, or `max_distance` to drop long edges."
         )
