@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,42 @@ def make_aba(folder: Path) -> dict:
     }
 
 
+CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
+
+
+def _dataset_folders(folder: Path, name: str, corpus: str) -> dict:
+    """Folders for a data set loader: the fuzz corpus seed (valid), an empty folder, a damaged copy."""
+    seed = sorted((CORPUS / corpus).iterdir())[0]
+    out = {"folder": folder / name, "empty": folder / f"{name}_empty", "damaged": folder / f"{name}_damaged"}
+    for path in out.values():
+        path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(seed, out["folder"] / seed.name)
+    out["file"] = out["damaged"] / seed.name
+    out["missing"] = folder / f"{name}_missing"
+    return out
+
+
+def make_dlpfc(folder: Path) -> dict:
+    """DR.SC's ``dlpfc151510.rda`` layout (the fuzz seed: 7 spots x 4 genes), and a truncated copy."""
+    out = _dataset_folders(Path(folder), "dlpfc", "dlpfc_visium")
+    seed = (out["folder"] / out["file"].name).read_bytes()
+    out["file"].write_bytes(seed[: len(seed) // 2])
+    return out
+
+
+def make_osmfish(folder: Path) -> dict:
+    """The osmFISH loom layout (the fuzz seed: 6 cells x 4 genes), and an HDF5 file that is not a loom."""
+    import h5py
+
+    out = _dataset_folders(Path(folder), "osmfish", "osmfish")
+    with h5py.File(out["file"], "w") as f:
+        f.create_dataset("matrix", data=np.ones((2, 3)))
+    return out
+
+
+#: Fixtures made of files, written once into the session's folder.
+FILE_FIXTURES: dict[str, Callable[[Path], dict]] = {"aba": make_aba, "dlpfc": make_dlpfc, "osmfish": make_osmfish}
+
 FIXTURES: dict[str, Callable[[], object]] = {
     "cells": make_cells,
     "cells_fit": make_cells_fit,
@@ -200,6 +237,7 @@ VALID: dict[str, tuple[str, dict | Callable]] = {
     "tl.stanmf": ("voxels", {"n_components": 2, "pca": False, "n_jobs": 1}),
     "tl.spicemix": ("cells", {"n_factors": 3, "library_key": "fov", "max_iter": 1, "n_jobs": 1}),
     "tl.cluster_latent": ("cells_fit", {"n_clusters": 3}),
+    "tl.spatial_domains": ("cells_fit", {"n_clusters": 3, "method": "ward"}),
     "tl.link_regions": ("voxels_fit", {"max_regions": 2}),
     "tl.pattern_genes": ("voxels_fit", {}),
     "tl.pattern_genes_df": ("voxels_fit", {"pattern": 0}),
@@ -226,6 +264,8 @@ VALID: dict[str, tuple[str, dict | Callable]] = {
     "pl.region_auc": ("voxels_fit", {"show": False}),
     "io.to_volume": ("voxels", {"values": "g0"}),
     "io.read_aba": ("aba", lambda f: {"energy": f["genes"], "annotation": f["annotation"]}),
+    "datasets.visium_dlpfc": ("dlpfc", lambda f: {"path": f["folder"]}),
+    "datasets.osmfish_cortex": ("osmfish", lambda f: {"path": f["folder"]}),
 }
 
 
@@ -431,6 +471,13 @@ def _matrix_cases(func: str, what: str, *, sparse_ok: bool = True) -> list[Case]
             Case(func, "CSC X with a NaN", ValueError, f"{what} contain 1 NaN", mutate=_x(np.nan, fmt="csc")),
         ]
     return cases
+
+
+def _with_distances(a):
+    """squidpy's edge lengths beside the graph (Euclidean, on the graph's edges)."""
+    coo = a.obsp["spatial_connectivities"].tocoo()
+    length = np.linalg.norm(a.obsm["spatial"][coo.row] - a.obsm["spatial"][coo.col], axis=1)
+    a.obsp["spatial_distances"] = sp.csr_matrix((length, (coo.row, coo.col)), shape=coo.shape)
 
 
 def _common_tool_cases(func: str, key_added: bool = True) -> list[Case]:
@@ -749,6 +796,29 @@ CASES: list[Case] = [
         r"SpiceMix on a dense 30 cells x 12 genes matrix needs .* subset the genes",
         memory=1024,
     ),
+    Case("tl.spicemix", "unknown prior_from", ValueError, "`prior_from` must be one of", kwargs={"prior_from": "mean"}),
+    Case(
+        "tl.spicemix",
+        "max_distance without edge lengths",
+        KeyError,
+        r"`max_distance` needs the edge lengths in `adata.obsp\['spatial_distances'\]`",
+        kwargs={"max_distance": 10.0},
+    ),
+    Case(
+        "tl.spicemix",
+        "max_distance negative",
+        ValueError,
+        "`max_distance` must be > 0",
+        kwargs={"max_distance": -1.0},
+    ),
+    Case(
+        "tl.spicemix",
+        "max_distance drops every edge",
+        ValueError,
+        r"`max_distance=0.001` drops every edge",
+        kwargs={"max_distance": 0.001},
+        mutate=_with_distances,
+    ),
     *_common_tool_cases("tl.spicemix"),
     # ---------------------------------------------------------------- tl.cluster_latent
     Case(
@@ -804,6 +874,108 @@ CASES: list[Case] = [
     ),
     Case("tl.cluster_latent", "not an AnnData", TypeError, "Expected an AnnData or a SpatialData", mutate=_not_adata),
     *_common_tool_cases("tl.cluster_latent"),
+    # ---------------------------------------------------------------- tl.spatial_domains
+    Case(
+        "tl.spatial_domains",
+        "basis not found",
+        KeyError,
+        r"`adata.obsm\['X_nope'\]` not found; compute a representation first",
+        kwargs={"basis": "X_nope"},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "basis with NaN",
+        ValueError,
+        r"`adata.obsm\['X_spicemix'\]` has 1 NaN or infinite values",
+        mutate=_nan_in_obsm("X_spicemix"),
+    ),
+    Case(
+        "tl.spatial_domains",
+        "unknown method",
+        ValueError,
+        "`method` must be one of",
+        kwargs={"method": "dbscan"},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "ward without n_clusters",
+        ValueError,
+        "`method='ward'` needs `n_clusters`",
+        kwargs={"n_clusters": None},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "n_clusters a float",
+        TypeError,
+        "`n_clusters` must be an integer or None, got 2.5",
+        kwargs={"n_clusters": 2.5},
+    ),
+    Case("tl.spatial_domains", "n_clusters 1", ValueError, "`n_clusters` must be at least 2", kwargs={"n_clusters": 1}),
+    Case(
+        "tl.spatial_domains",
+        "n_clusters not below n_obs",
+        ValueError,
+        "at most 29, got 30",
+        kwargs={"n_clusters": 30},
+    ),
+    Case(
+        "tl.spatial_domains", "negative n_smooth", ValueError, "`n_smooth` must be at least 0", kwargs={"n_smooth": -1}
+    ),
+    Case("tl.spatial_domains", "vote not a bool", TypeError, "`vote` must be True or False", kwargs={"vote": 1}),
+    Case(
+        "tl.spatial_domains",
+        "normalize not a bool",
+        TypeError,
+        "`normalize` must be True or False",
+        kwargs={"normalize": "yes"},
+    ),
+    Case("tl.spatial_domains", "resolution 0", ValueError, "`resolution` must be > 0", kwargs={"resolution": 0.0}),
+    Case(
+        "tl.spatial_domains",
+        "reference_key not a column",
+        KeyError,
+        r"`reference_key='truth'` is not a column",
+        kwargs={"reference_key": "truth"},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "graph missing",
+        KeyError,
+        r"build the spatial graph first, e.g. `sq.gr.spatial_neighbors_delaunay\(adata\)`",
+        mutate=_drop("obsp", "spatial_connectivities"),
+    ),
+    Case(
+        "tl.spatial_domains",
+        "asymmetric graph",
+        ValueError,
+        r"not symmetric; symmetrise it",
+        mutate=_edit_graph(_asymmetric),
+    ),
+    Case(
+        "tl.spatial_domains",
+        "max_distance without edge lengths",
+        KeyError,
+        r"`max_distance` needs the edge lengths in `adata.obsp\['spatial_distances'\]`",
+        kwargs={"max_distance": 10.0},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "max_distance 0",
+        ValueError,
+        "`max_distance` must be > 0",
+        kwargs={"max_distance": 0.0},
+    ),
+    Case(
+        "tl.spatial_domains",
+        "max_distance drops every edge",
+        ValueError,
+        r"`max_distance=0.001` drops every edge of `spatial_connectivities`",
+        kwargs={"max_distance": 0.001},
+        mutate=_with_distances,
+    ),
+    Case("tl.spatial_domains", "two obs", ValueError, "Spatial domains need at least 3 obs", mutate=_first_obs(2)),
+    Case("tl.spatial_domains", "not an AnnData", TypeError, "Expected an AnnData or a SpatialData", mutate=_not_adata),
+    *_common_tool_cases("tl.spatial_domains"),
     # ---------------------------------------------------------------- tl.link_regions
     Case(
         "tl.link_regions",
@@ -1694,6 +1866,63 @@ CASES: list[Case] = [
 ]
 
 
+def _loader_cases(func: str, what: str, fname: str) -> list[Case]:
+    """Bad arguments and folders of a data set loader (``path`` a folder of the fixture's files)."""
+    return [
+        Case(func, "path not a folder name", TypeError, r"`path` must be a folder \(a string or path\) or None, got 3",
+             kwargs={"path": 3}),
+        Case(func, "folder not found", FileNotFoundError, r"Data folder not found: .*_missing",
+             kwargs=lambda f: {"path": f["missing"]}),
+        Case(func, "folder without the file", FileNotFoundError, rf"{what}: file '{re.escape(fname)}' not found in",
+             kwargs=lambda f: {"path": f["empty"]}),
+        Case(func, "progress not a bool", TypeError, "`progress` must be True or False, got 'yes'",
+             kwargs={"progress": "yes"}),
+        Case(func, "base_url not a string", TypeError, "`base_url` must be a non-empty string, got None",
+             kwargs={"base_url": None}),
+    ]  # fmt: skip
+
+
+CASES += [
+    Case(
+        "datasets.visium_dlpfc",
+        "sample not available",
+        ValueError,
+        r"DLPFC sample '151673' is not available; available: \['151510'\]",
+        kwargs={"sample": "151673"},
+    ),
+    Case(
+        "datasets.visium_dlpfc",
+        "sample not a string",
+        TypeError,
+        r"`sample` must be the sample id as a string, e\.g\. '151510', got 151510",
+        kwargs={"sample": 151510},
+    ),
+    *_loader_cases("datasets.visium_dlpfc", "Visium DLPFC", "dlpfc151510.rda"),
+    Case(
+        "datasets.visium_dlpfc",
+        "truncated file",
+        ValueError,
+        r"dlpfc151510\.rda: cannot be read as R data \(EOFError.*Delete it and load again",
+        kwargs=lambda f: {"path": f["damaged"]},
+    ),
+    Case(
+        "datasets.osmfish_cortex",
+        "filter_excluded not a bool",
+        TypeError,
+        "`filter_excluded` must be True or False, got 'yes'",
+        kwargs={"filter_excluded": "yes"},
+    ),
+    *_loader_cases("datasets.osmfish_cortex", "osmFISH cortex", "osmFISH_SScortex_mouse_all_cells.loom"),
+    Case(
+        "datasets.osmfish_cortex",
+        "HDF5 file that is not a loom",
+        ValueError,
+        r"\.loom: has no loom dataset\(s\) \['row_attrs/Gene', .*Delete it and load again",
+        kwargs=lambda f: {"path": f["damaged"]},
+    ),
+]
+
+
 # ---------------------------------------------------------------------------------------------
 # Running a case, comparing AnnData objects, rendering the docs page
 # ---------------------------------------------------------------------------------------------
@@ -1717,7 +1946,8 @@ def prepare(case: Case, data):
 
 def invoke(func: str, target, kwargs: dict):
     fn = resolve(func)
-    return fn(**kwargs) if func == "io.read_aba" else fn(target, **kwargs)
+    takes_files = func == "io.read_aba" or func.startswith("datasets.")  # readers: files, no AnnData
+    return fn(**kwargs) if takes_files else fn(target, **kwargs)
 
 
 def message(err: BaseException, folder: Path | None = None) -> str:
@@ -1749,11 +1979,11 @@ def run(case: Case, data, folder: Path | None = None) -> BaseException | None:
 
 
 def fresh(name: str, cache: dict, folder: Path | None = None):
-    """A copy of fixture ``name`` (built once per ``cache``), or the grid files for ``'aba'``."""
-    if name == "aba":
-        if "aba" not in cache:
-            cache["aba"] = make_aba(folder)
-        return cache["aba"]
+    """A copy of fixture ``name`` (built once per ``cache``), or the files of a file fixture (``'aba'``, ...)."""
+    if name in FILE_FIXTURES:
+        if name not in cache:
+            cache[name] = FILE_FIXTURES[name](folder)
+        return cache[name]
     if name not in cache:
         cache[name] = FIXTURES[name]()
     return cache[name].copy()
@@ -1793,6 +2023,7 @@ def render(messages: dict[str, tuple[str, str]]) -> str:
         "pp": "Preprocessing (`sf.pp`)",
         "pl": "Plots (`sf.pl`)",
         "io": "Readers (`sf.io`)",
+        "datasets": "Data set loaders (`sf.datasets`)",
     }
     for prefix, title in sections.items():
         lines += ["", f"## {title}", "", "| function | bad input | exception | message |", "|---|---|---|---|"]

@@ -49,6 +49,7 @@ def test_matrix_size():
     assert functions == set(cases.VALID)  # every public function has bad inputs
     public = {f"{m}.{n}" for m in ("tl", "pp", "pl") for n in getattr(sf, m).__all__}
     public |= {"io.read_aba", "io.to_volume"}  # read_mhd / read_ontology: fuzzed in tests/fuzz
+    public |= {"datasets.visium_dlpfc", "datasets.osmfish_cortex"}  # the other loaders: tests/datasets, tests/fuzz
     assert public <= functions, public - functions
     assert len(cases.CASES) > 200
     assert len({c.id for c in cases.CASES}) == len(cases.CASES)  # ids are unique
@@ -90,7 +91,7 @@ def test_valid_call_succeeds(func, fixture_cache):
         plt.close("all")
     elif short == "to_volume":
         assert isinstance(result, np.ndarray) and result.ndim == 3 and np.isfinite(result).any()
-    else:  # io.read_aba
+    else:  # io.read_aba and the data set loaders: an AnnData
         assert isinstance(result, ad.AnnData) and result.n_obs > 0 and result.n_vars > 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import scipy.sparse
 
 CORPUS = Path(__file__).parent / "corpus"
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
@@ -203,6 +204,154 @@ def seqfish_full(folder: Path) -> None:
     )
 
 
+class _S4:
+    """An R S4 object (class name and slots), written by :func:`_s4_to_r` through ``rdata``."""
+
+    def __init__(self, cls: str, **slots):
+        self.cls, self.slots = cls, slots
+
+
+def _s4_to_r(data: _S4, converter):
+    from rdata.conversion.to_r import build_r_object
+    from rdata.parser import RObjectType
+
+    attributes = converter.convert_to_r_attributes({**data.slots, "class": np.array([data.cls])})
+    return build_r_object(RObjectType.S4, is_object=True, attributes=attributes)
+
+
+def _factor_to_r(data, converter):
+    # rdata writes the code of a missing value as 0; R's is NA_integer_ (-2**31).
+    from rdata.conversion.to_r import build_r_object
+    from rdata.parser import RObjectType
+
+    attributes = converter.convert_to_r_attributes({"levels": np.asarray(data.categories), "class": "factor"})
+    codes = data.codes.astype(np.int64)
+    codes = np.where(codes < 0, -(2**31), codes + 1).astype(np.int32)
+    return build_r_object(RObjectType.INT, value=codes, is_object=True, attributes=attributes)
+
+
+def write_rda(path: Path, objects: dict, *, compress=lambda b: gzip.compress(b, mtime=0)) -> None:
+    """Write R objects (``_S4`` objects among them) as R's ``save()`` does: XDR, gzip (mtime 0 here).
+
+    ``rdata`` converts the objects; its XDR writer lacks S4 objects, which have no data of their
+    own: their header (type 25, object and attribute bits) and their attributes (slots, class).
+    """
+    from rdata.conversion import convert_python_to_r_data
+    from rdata.conversion.to_r import DEFAULT_CLASS_MAP
+    from rdata.parser import RObjectType
+    from rdata.unparser import UnparserXDR
+
+    class Unparser(UnparserXDR):
+        def unparse_r_object(self, obj) -> None:
+            if obj.info.type != RObjectType.S4:
+                return super().unparse_r_object(obj)
+            self.unparse_int(RObjectType.S4.value | 1 << 8 | 1 << 9)
+            self.unparse_r_object(obj.attributes)
+            return None
+
+    import pandas as pd
+
+    constructors = {**DEFAULT_CLASS_MAP, pd.Categorical: _factor_to_r, _S4: _s4_to_r}
+    r_data = convert_python_to_r_data(objects, constructor_dict=constructors, file_type="rda")
+    buffer = io.BytesIO()
+    buffer.write(f"RDX{r_data.versions.format}\n".encode())
+    Unparser(buffer).unparse_r_data(r_data)
+    path.write_bytes(compress(buffer.getvalue()))
+
+
+#: A hexagonal patch of 7 Visium spots: (array row, array col, layer); None: a spot without a layer.
+DLPFC_SPOTS = [(0, 0, "Layer1"), (0, 2, "Layer1"), (0, 4, "Layer2"), (1, 1, "WM"), (1, 3, None), (2, 0, "Layer2"),
+               (2, 2, "Layer1")]  # fmt: skip
+DLPFC_GENES = ["ENSG00000187608", "ENSG00000162545", "ENSG00000142676", "ENSG00000117632"]
+
+
+def dlpfc_seurat(counts: np.ndarray | None = None, **meta_columns) -> _S4:
+    """A Seurat object laid out as DR.SC's ``dlpfc151510`` (RNA assay with a dgCMatrix, meta.data), made up here."""
+    import pandas as pd
+
+    if counts is None:  # genes x spots, one empty spot column
+        counts = np.array([[3, 0, 1, 0, 0, 2, 1], [0, 5, 0, 2, 0, 1, 0], [1, 1, 0, 0, 0, 0, 7], [0, 0, 4, 9, 0, 1, 0]])
+    barcodes = [f"AAAC{i:04d}GTATCTCC-1" for i in range(len(DLPFC_SPOTS))]
+    csc = scipy.sparse.csc_matrix(counts.astype(np.float64))
+    matrix = _S4(
+        "dgCMatrix",
+        i=csc.indices.astype(np.int32),
+        p=csc.indptr.astype(np.int32),
+        Dim=np.array(counts.shape, dtype=np.int32),
+        Dimnames=[np.array(DLPFC_GENES), np.array(barcodes)],
+        x=csc.data,
+        factors=[],
+    )
+    assay = _S4("Assay", counts=matrix, data=matrix, key=np.array(["rna_"]))
+    meta = pd.DataFrame(
+        {
+            "orig.ident": pd.Categorical(["SeuratProject"] * len(barcodes)),
+            "nCount_RNA": counts.sum(0).astype(np.float64),
+            "row": np.array([r for r, _, _ in DLPFC_SPOTS], dtype=np.int32),
+            "col": np.array([c for _, c, _ in DLPFC_SPOTS], dtype=np.int32),
+            "annotation": pd.Categorical([a for *_, a in DLPFC_SPOTS], categories=["Layer1", "Layer2", "WM"]),
+        },
+        index=barcodes,
+    )
+    for column, values in meta_columns.items():
+        meta[column] = values
+    return _S4("Seurat", assays={"RNA": assay}, **{"meta.data": meta}, **{"active.assay": np.array(["RNA"])})
+
+
+def dlpfc_visium(folder: Path) -> None:
+    """DR.SC's layout: ``dlpfc151510.rda`` holding the Seurat object ``dlpfc151510``."""
+    write_rda(folder / "dlpfc151510.rda", {"dlpfc151510": dlpfc_seurat()})
+
+
+#: osmFISH cells: CellID, X, Y, ClusterName, Region, Valid, size_um2.
+OSMFISH_CELLS = [
+    ("778", 18171.23, 24590.79, "Inhibitory CP", "Layer 6", 1, 257.35),
+    ("1409", 19838.08, 6456.14, "Astrocyte Gfap", "Internal Capsule Caudoputamen", 1, 134.27),
+    ("3642", 11247.43, 36626.89, "pyramidal L4", "Layer 4", 1, 186.50),
+    ("12", -6565.45, 0.0, "Excluded", "Excluded", 0, 76.74),
+    ("7925", 3390.91, 49626.24, "pyramidal L4", "Layer 4", 1, 157.82),
+    ("5", 200.5, 1000.25, "Excluded", "Excluded", 0, 98.1),
+]
+OSMFISH_GENES = ["Gad2", "Slc32a1", "Crhbp", "Cnr1"]
+
+
+def write_loom(path: Path, matrix: np.ndarray, row_attrs: dict, col_attrs: dict, *, chunks=None) -> None:
+    """A loom file (HDF5: ``matrix`` genes x cells, ``row_attrs/``, ``col_attrs/``) without time stamps."""
+    import h5py
+
+    with h5py.File(path, "w", libver="latest") as f:
+        kwargs = {"chunks": chunks, "compression": "gzip"} if chunks else {}
+        f.create_dataset("matrix", data=matrix, track_times=False, **kwargs)
+        for group, attrs in (("row_attrs", row_attrs), ("col_attrs", col_attrs)):
+            g = f.create_group(group)
+            for name, values in attrs.items():
+                g.create_dataset(name, data=values, track_times=False)
+        f.create_group("layers")
+        f.attrs["description"] = b"osmFISH-like test file"
+
+
+def osmfish_attrs() -> tuple[np.ndarray, dict, dict]:
+    matrix = np.array([[0, 2, 1, 0, 5, 0], [3, 0, 0, 1, 0, 0], [12, 7, 0, 0, 1, 2], [0, 0, 9, 4, 2, 0]], dtype=np.int64)
+    cols = list(zip(*OSMFISH_CELLS, strict=True))
+    col_attrs = {
+        "CellID": np.array(cols[0], dtype="S"),
+        "X": np.array(cols[1]),
+        "Y": np.array(cols[2]),
+        "ClusterName": np.array(cols[3], dtype="S"),
+        "Region": np.array(cols[4], dtype="S"),
+        "Valid": np.array(cols[5], dtype=np.int64),
+        "size_um2": np.array(cols[6]),
+        "Total_molecules": matrix.sum(0),
+    }
+    return matrix, {"Gene": np.array(OSMFISH_GENES, dtype="S")}, col_attrs
+
+
+def osmfish(folder: Path) -> None:
+    """The authors' loom layout (``osmFISH_SScortex_mouse_all_cells.loom``), chunked and gzip-compressed like it."""
+    matrix, row_attrs, col_attrs = osmfish_attrs()
+    write_loom(folder / "osmFISH_SScortex_mouse_all_cells.loom", matrix, row_attrs, col_attrs, chunks=(4, 4))
+
+
 def aba(folder: Path) -> None:
     """Allen's experiment manifest (gene lookup offline) and an API answer of the experiment query."""
     (folder / "experiments_manifest.csv").write_text(
@@ -228,6 +377,8 @@ def main() -> None:
         "seqfish_fov0": seqfish_fov0,
         "seqfish_full": seqfish_full,
         "aba": aba,
+        "dlpfc_visium": dlpfc_visium,
+        "osmfish": osmfish,
     }
     for name, make in makers.items():
         folder = CORPUS / name

@@ -277,6 +277,6 @@ def test_usage_counts_metagenes_in_use():
     assert uniform["effective_metagenes"] == pytest.approx(5.0) and uniform["max_proportion"] == pytest.approx(0.2)
 
 
-def test_unknown_affinity_states_is_refused():
-    with pytest.raises(ValueError, match="`affinity_states` must be one of"):
-        fit_hmrf(np.ones((4, 3)), sp.eye(4) * 0, 2, affinity_states="mean")
+def test_unknown_prior_from_is_refused():
+    with pytest.raises(ValueError, match="`prior_from` must be one of"):
+        fit_hmrf(np.ones((4, 3)), sp.eye(4) * 0, 2, prior_from="mean")

@@ -116,6 +116,8 @@ def spatial_domains(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     values = _get_obsm(adata, basis, hint="compute a representation first, e.g. `sf.tl.spicemix(adata)`")
+    if adata.n_obs < 3:
+        raise ValueError(f"Spatial domains need at least 3 obs, `adata` has {adata.n_obs}.")
     _assert_choice("method", method, METHODS)
     if n_clusters is not None:
         if not _is_int(n_clusters):
@@ -135,8 +137,6 @@ def spatial_domains(
         raise KeyError(
             f"`reference_key={reference_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
         )
-    if adata.n_obs < 3:
-        raise ValueError(f"Spatial domains need at least 3 obs, `adata` has {adata.n_obs}.")
     graph = _get_graph(adata, connectivity_key, max_distance=max_distance)
 
     if normalize is None:

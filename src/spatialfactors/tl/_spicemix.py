@@ -33,7 +33,7 @@ from spatialfactors._validation import (
     _matrix_label,
     _save_results,
 )
-from spatialfactors.models.hmrf import AFFINITY_STATES, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
+from spatialfactors.models.hmrf import PRIORS, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
 from spatialfactors.models.stability import METRICS
 
 
@@ -53,7 +53,7 @@ def spicemix(
     init_key: str | None = None,
     affinity_optimizer: Literal["lbfgs", "adam"] = "lbfgs",
     neutral_affinity: bool = True,
-    affinity_states: Literal["data", "map"] = "data",
+    prior_from: Literal["data", "map"] = "data",
     n_replicates: int = 10,
     metric: Literal["hungarian", "amari"] = "hungarian",
     rescale: bool = True,
@@ -126,13 +126,14 @@ def spicemix(
         metagene is. Without the constraint (``False``, the paper's estimate) the commonest
         metagene slowly absorbs the others as the iterations go on; with it, SpiceMix's
         clusters stay above NMF's on noisy data (``benchmarks/results/spicemix_scenarios.md``).
-    affinity_states
-        Which proportions the affinity is estimated from at each iteration: ``"data"`` (default),
-        each cell's proportions fitted to its own expression without the spatial term; ``"map"``
-        (the paper), the spatially smoothed MAP states. An affinity fitted to states it has itself
-        smoothed grows at every iteration (||S|| 20 -> 50-90 on real tissue) until a few metagenes
-        absorb the others; estimated from the data-only states it settles within a few iterations
-        (:func:`~spatialfactors.models.hmrf.fit_hmrf`; ``benchmarks/results/spatial_domains.md``).
+    prior_from
+        ``"data"`` (default): the spatial prior is built from every cell's proportions fitted to
+        its own expression alone (the affinity's estimate, and the neighbours' states in each
+        cell's MAP update), so the affinity cannot feed on the smoothing it causes. ``"map"``:
+        the paper's scheme, from the spatially smoothed MAP states: there the affinity grows at
+        every iteration (||S|| 20 -> 50-90 on real tissue) until a few metagenes absorb the
+        others. See :func:`~spatialfactors.models.hmrf.fit_hmrf` and
+        ``benchmarks/results/spatial_domains.md``.
     n_replicates, metric
         Stability selection of K (only used when ``n_factors`` is a sequence).
     rescale
@@ -190,7 +191,7 @@ def spicemix(
         _assert_real_range("tol", tol, 0)
     _assert_choice("affinity_optimizer", affinity_optimizer, ("lbfgs", "adam"))
     _assert_bool("neutral_affinity", neutral_affinity)
-    _assert_choice("affinity_states", affinity_states, AFFINITY_STATES)
+    _assert_choice("prior_from", prior_from, PRIORS)
     _assert_bool("rescale", rescale)
     _assert_int_range("random_state", random_state, 0)
     _assert_choice("solver", solver, SOLVERS)
@@ -226,7 +227,7 @@ def spicemix(
         "init_iter": init_iter,
         "affinity_optimizer": affinity_optimizer,
         "neutral_affinity": neutral_affinity,
-        "affinity_states": affinity_states,
+        "prior_from": prior_from,
         "rescale": rescale,
         "solver": solver,
         "dtype": dtype,
@@ -286,7 +287,7 @@ def spicemix(
             "init_key": init_key if init_key is not None else "",
             "affinity_optimizer": affinity_optimizer,
             "neutral_affinity": bool(neutral_affinity),
-            "affinity_states": affinity_states,
+            "prior_from": prior_from,
             "n_replicates": int(n_replicates) if sweep else 0,
             "metric": metric,
             "rescale": bool(rescale),
