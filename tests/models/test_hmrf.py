@@ -280,3 +280,28 @@ def test_usage_counts_metagenes_in_use():
 def test_unknown_prior_from_is_refused():
     with pytest.raises(ValueError, match="`prior_from` must be one of"):
         fit_hmrf(np.ones((4, 3)), sp.eye(4) * 0, 2, prior_from="mean")
+
+
+def test_prior_from_data_steps_solve_their_programs(small_tissue):
+    # The default iteration: S minimises L(S) on the data-only states, and every cell's state is the
+    # exact minimiser of its program with the neighbours' data-only states (checked against cvxpy,
+    # one program per cell, from the same S and states; cvxpy's accuracy as in the test above).
+    y, a, _, _ = small_tissue
+    fit = _fit(y, a, 3, neutral=True)
+    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
+    fit.x_plain()
+    fit.m_step()
+    fit.sigma_step()
+    own = fit.data_states()[1]
+    fit.affinity_step("lbfgs", 200, 1e-2, own)
+    z, nu = own[fit.has_nb], (fit.adj @ own)[fit.has_nb]
+    loss = float(fit._affinity_loss(fit.affinity, z, nu))
+    for d in (fit.affinity * 0.01, -fit.affinity * 0.01, torch.ones_like(fit.affinity) * 0.01):
+        assert float(fit._affinity_loss(fit.affinity + d, z, nu)) >= loss - 1e-9
+    start = (fit.s.clone(), fit.z.clone())
+    fit.x_map(own)
+    fast = fit.x.clone()
+    fit.s, fit.z = start
+    fit.solver = "cvxpy"
+    fit.x_map(own)
+    torch.testing.assert_close(fast, fit.x, atol=1e-3 * float(fit.x.abs().max()), rtol=0)
