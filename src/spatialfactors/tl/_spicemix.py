@@ -100,12 +100,15 @@ def spicemix(
     layer
         Layer to use instead of ``.X`` (dense or sparse; densified, SpiceMix data is small).
     lambda_sigma
-        Weight of the Gaussian prior on the affinity (the paper: 1e-4), per edge. It sets how
-        strongly neighbours shape each cell's state: on STARmap, 1e-4 splits the excitatory
-        neurons into thin depth bands (finer than the published types), 1e-3 stays closer to
-        the published types (``benchmarks/results/spicemix_starmap.md``). The authors' code
-        divides its affinity data term by twice the number of edges and stops Adam early, so
-        its values are not on the same scale.
+        Weight of the Gaussian prior on the affinity (the paper: 1e-4), per edge. It bounds how
+        strongly neighbours shape each cell's state. With the default ``prior_from="data"`` the
+        affinity no longer grows over the iterations, and one value serves the data sets of
+        ``benchmarks/results/spatial_domains.md`` (STARmap, Visium DLPFC, osmFISH, simulations).
+        With the paper's scheme (``prior_from="map"``) it also limits the runaway: on STARmap,
+        1e-4 splits the excitatory neurons into thin depth bands, 1e-3 stays closer to the
+        published types (``benchmarks/results/spicemix_starmap.md``). The authors' code divides
+        its affinity data term by twice the number of edges and stops Adam early, so its values
+        are not on the same scale.
     lambda_x
         Rate of the exponential prior on the latent states (the paper: 1).
     max_iter, tol
