@@ -27,7 +27,7 @@ its peak memory (resident set size above the level before it, sampled every 10 m
 Usage::
 
     python benchmarks/spatial_domains.py [--seeds 5] [--data starmap,dlpfc,osmfish,sim,synthetic]
-        [--synthetic-dir DIR] [--trace]
+        [--synthetic-dir DIR] [--trace] [--prior-from map] [--methods SpiceMix,PCA,NMF]
 
 ``--synthetic-dir`` is a folder with the authors' ``data/synthetic_cortex/files/*.txt``
 (ma-compbio/SpiceMix; fetch it, never commit it); without it that row is skipped.
@@ -150,14 +150,14 @@ def _synthetic(folder: Path):
     return a
 
 
-def _factorise(adata, method: str, seed: int, library_key):
+def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "data"):
     import scanpy as sc
     from sklearn.decomposition import NMF
 
     import spatialfactors as sf
 
     if method == "SpiceMix":
-        sf.tl.spicemix(adata, library_key=library_key, random_state=seed)
+        sf.tl.spicemix(adata, library_key=library_key, random_state=seed, prior_from=prior_from)
         return "X_spicemix"
     if method == "PCA":
         sc.tl.pca(adata, n_comps=min(50, adata.n_vars - 1))
@@ -179,7 +179,7 @@ def _score(truth, labels):
     return adjusted_rand_score(t, p), normalized_mutual_info_score(t, p)
 
 
-def run(title, adata, library_key, seeds):
+def run(title, adata, library_key, seeds, prior_from="data", methods=("SpiceMix", "PCA", "NMF")):
     import scanpy as sc
 
     import spatialfactors as sf
@@ -187,11 +187,11 @@ def run(title, adata, library_key, seeds):
     n = adata.obs["truth"].dropna().nunique()
     rows = []
     for seed in seeds:
-        for method in ("SpiceMix", "PCA", "NMF"):
+        for method in methods:
             a = adata.copy()
             t0 = time.perf_counter()
             with PeakRSS() as mem:
-                basis = _factorise(a, method, seed, library_key)
+                basis = _factorise(a, method, seed, library_key, prior_from)
             seconds = time.perf_counter() - t0
             extra = {}
             if method == "SpiceMix":
@@ -211,6 +211,8 @@ def run(title, adata, library_key, seeds):
                     | {"ari": ari, "nmi": nmi}
                     | extra
                 )
+        if "PCA" not in methods:
+            continue
         a = adata.copy()
         t0 = time.perf_counter()
         with PeakRSS() as mem:
@@ -286,6 +288,8 @@ def main() -> None:
     parser.add_argument("--data", default="starmap,dlpfc,osmfish,sim,synthetic")
     parser.add_argument("--synthetic-dir", default=None)
     parser.add_argument("--trace", action="store_true", help="ARI and usage of SpiceMix along its iterations")
+    parser.add_argument("--prior-from", default="data", help="SpiceMix's prior_from ('map': the paper's scheme)")
+    parser.add_argument("--methods", default="SpiceMix,PCA,NMF")
     parser.add_argument("--out", default=str(RESULTS / "spatial_domains.md"))
     args = parser.parse_args()
     seeds = list(range(args.seeds))
@@ -293,17 +297,19 @@ def main() -> None:
         "# Spatial domains and cell types: SpiceMix at its defaults against PCA, NMF and scanpy",
         "",
         f"Run {time.strftime('%Y-%m-%d')} with `python benchmarks/spatial_domains.py --seeds {args.seeds} "
-        f"--data {args.data}` on {os.cpu_count()} cores. Median (range) over seeds {seeds}. Clusters: "
+        f"--data {args.data} --prior-from {args.prior_from} --methods {args.methods}` on {os.cpu_count()} cores. "
+        f"Median (range) over seeds {seeds}. Clusters: "
         "`sf.tl.spatial_domains` (Ward or Leiden) into the number of reference classes, as is or after one "
         "round of neighbour averaging + majority vote (`smoothed + vote`), on proportions for SpiceMix "
         "and NMF. Seconds and peak MB: the "
-        "factorisation only. `min effective metagenes`: the smallest over seeds of the exponential "
+        "factorisation only (peak resident memory above the level before the call, sampled every 10 ms; 0 = no "
+        "growth, the memory was already held). `min effective metagenes`: the smallest over seeds of the exponential "
         "of the entropy of the mean proportions at the end of the fit (K = 10).",
     ]
     for name in args.data.split(","):
         for title, adata, library_key in load(name, args.synthetic_dir):
             print(title, flush=True)
-            table = run(title, adata, library_key, seeds)
+            table = run(title, adata, library_key, seeds, args.prior_from, args.methods.split(","))
             lines += ["", f"## {title}", "", _summary(table).to_markdown(index=False)]
             if args.trace:
                 n_iter = int(table.loc[table["method"] == "SpiceMix", "iterations"].iloc[0])
