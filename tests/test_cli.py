@@ -92,3 +92,23 @@ def test_spicemix_command_builds_the_graph(tmp_path, capsys):
     for name in ("affinity", "convergence", "metagenes", "metagene_expression"):
         assert (figs / f"spicemix_{name}.png").stat().st_size > 1000
     assert "ARI" in capsys.readouterr().out
+
+
+def test_spicemix_command_applies_max_distance_to_an_existing_graph(tmp_path):
+    # --max-distance used to be ignored when the input already had a graph.
+    import squidpy as sq
+
+    import spatialfactors as sf
+
+    adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=120, n_genes=30)
+    sq.gr.spatial_neighbors_delaunay(adata)
+    cut = float(np.median(adata.obsp["spatial_distances"].data))
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    adata.write_h5ad(src)
+    assert (
+        main(["spicemix", str(src), "-o", str(out), "--n-factors", "4", "--max-iter", "2", "--max-distance", str(cut)])
+        == 0
+    )
+    result = ad.read_h5ad(out)
+    assert result.uns["spicemix"]["params"]["max_distance"] == cut
+    assert result.obsp["spatial_connectivities"].nnz == adata.obsp["spatial_connectivities"].nnz  # graph kept
