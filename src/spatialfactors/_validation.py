@@ -386,6 +386,12 @@ def _prune_edges(adata: AnnData, a: sp.csr_matrix, connectivity_key: str, max_di
     return sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=a.shape)
 
 
+def _assert_obs_key(adata: AnnData, name: str, key: str | None) -> None:
+    """Fail unless ``key`` (when given) is a column of ``adata.obs``."""
+    if key is not None and key not in adata.obs:
+        raise KeyError(f"`{name}={key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}.")
+
+
 def _assert_categorical(adata: AnnData, key: str, what: str = "library_key") -> None:
     """Fail unless ``adata.obs[key]`` exists and is categorical."""
     if key not in adata.obs:

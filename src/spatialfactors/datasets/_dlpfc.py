@@ -21,7 +21,7 @@ from anndata import AnnData
 
 from spatialfactors._validation import _assert_bool, _assert_str
 
-from ._fetch import GITHUB_RAW, _dataset_folder, _download, _Remote, _require, _root
+from ._fetch import GITHUB_RAW, _local_or_download, _Remote
 
 PUBLICATION = (
     "Maynard KR, Collado-Torres L, Weber LM, et al. Transcriptome-scale spatial gene expression in the human "
@@ -316,13 +316,8 @@ def visium_dlpfc(
     _assert_sample(sample)
     _assert_str("base_url", base_url)
     _assert_bool("progress", progress)
-    if path is not None and not isinstance(path, str | os.PathLike):
-        raise TypeError(f"`path` must be a folder (a string or path) or None, got {path!r}.")
     fname = _file_name(sample)
-    if path is not None:
-        file = _require(_dataset_folder(path, DLPFC_DIR, [fname]), [fname], "Visium DLPFC")[fname]
-    else:
-        file = _download(SAMPLES[sample], fname, _root(None) / DLPFC_DIR, base_url, progress)
+    file = _local_or_download(path, DLPFC_DIR, fname, SAMPLES[sample], "Visium DLPFC", base_url, progress)
 
     name, counts, genes, barcodes, obs = _read_seurat(file, sample)
     spatial = np.column_stack([obs["col"] * _X_PER_COL, obs["row"] * _Y_PER_ROW]).astype(np.float64)

@@ -146,3 +146,20 @@ def _require(folder: Path, names: Iterable[str], what: str) -> dict[str, Path]:
             + f". Expected the original files {names}; pass `path=None` to download them."
         )
     return {n: folder / n for n in names}
+
+
+def _local_or_download(
+    path: str | os.PathLike | None,
+    subdir: str,
+    fname: str,
+    remote: _Remote,
+    what: str,
+    base_url: str,
+    progress: bool,
+) -> Path:
+    """One data file: from the folder ``path`` (or its ``subdir``), else from the data root, downloaded once."""
+    if path is None:
+        return _download(remote, fname, _root(None) / subdir, base_url, progress)
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a folder (a string or path) or None, got {path!r}.")
+    return _require(_dataset_folder(path, subdir, [fname]), [fname], what)[fname]

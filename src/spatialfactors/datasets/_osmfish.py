@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from spatialfactors._validation import _assert_bool, _assert_str
 
-from ._fetch import GITHUB_RAW, _dataset_folder, _download, _Remote, _require, _root
+from ._fetch import GITHUB_RAW, _local_or_download, _Remote
 from ._starmap import _DRIESLAB
 
 PUBLICATION = (
@@ -189,13 +189,7 @@ def osmfish_cortex(
     _assert_bool("filter_excluded", filter_excluded)
     _assert_str("base_url", base_url)
     _assert_bool("progress", progress)
-    if path is not None and not isinstance(path, str | os.PathLike):
-        raise TypeError(f"`path` must be a folder (a string or path) or None, got {path!r}.")
-    if path is not None:
-        folder = _dataset_folder(path, OSMFISH_DIR, [LOOM_FILE])
-        file = _require(folder, [LOOM_FILE], "osmFISH cortex")[LOOM_FILE]
-    else:
-        file = _download(LOOM_SOURCE, LOOM_FILE, _root(None) / OSMFISH_DIR, base_url, progress)
+    file = _local_or_download(path, OSMFISH_DIR, LOOM_FILE, LOOM_SOURCE, "osmFISH cortex", base_url, progress)
 
     raw = _read_loom(file)
     matrix = raw["matrix"]

@@ -13,6 +13,7 @@ The protocol the SpiceMix authors use on Visium DLPFC (README of ma-compbio/Spic
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 METHODS = ("leiden", "ward", "kmeans")
@@ -137,7 +138,7 @@ def cluster_features(
         labels = KMeans(n_clusters, n_init=10, random_state=random_state).fit_predict(features)
     else:
         labels = _leiden(features, n_clusters, resolution, n_neighbors, random_state)
-    return _by_size(labels)
+    return order_by_size(labels)
 
 
 def _leiden(features, n_clusters, resolution, n_neighbors, random_state) -> np.ndarray:
@@ -170,9 +171,50 @@ def _leiden(features, n_clusters, resolution, n_neighbors, random_state) -> np.n
     return best
 
 
-def _by_size(labels: np.ndarray) -> np.ndarray:
-    """Renumber labels 0..n-1 from the largest cluster down (scanpy's order)."""
+def order_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber labels ``0..n-1`` from the largest cluster down (scanpy's order; ties by label).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.domains import order_by_size
+    >>> order_by_size(np.array([7, 3, 3, 7, 3, 9])).tolist()
+    [1, 0, 0, 1, 0, 2]
+    """
     values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     rank = np.empty(len(values), dtype=np.int64)
     rank[np.argsort(-counts, kind="stable")] = np.arange(len(values))
     return rank[inverse]
+
+
+def proportions(values: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (latent states -> metagene proportions); zero rows stay zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.domains import proportions
+    >>> proportions(np.array([[1.0, 3.0], [0.0, 0.0]])).tolist()
+    [[0.25, 0.75], [0.0, 0.0]]
+    """
+    sums = values.sum(1, keepdims=True)
+    return np.divide(values, sums, out=np.zeros_like(values, dtype=np.float64), where=sums > 0)
+
+
+def reference_scores(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Score ``labels`` against ``truth``: adjusted Rand index and normalised mutual information.
+
+    Cells without a reference label (None or NaN in ``truth``) are left out.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.domains import reference_scores
+    >>> reference_scores(np.array(["a", "a", None, "b"], dtype=object), np.array([1, 1, 0, 0]))
+    {'ari': 1.0, 'nmi': 1.0}
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    known = ~pd.isna(np.asarray(truth, dtype=object))
+    ref, found = np.asarray(truth, dtype=object)[known].astype(str), np.asarray(labels)[known]
+    return {"ari": float(adjusted_rand_score(ref, found)), "nmi": float(normalized_mutual_info_score(ref, found))}

@@ -244,8 +244,8 @@ class _Fit:
         self.dtype, self.device = dtype, device
         adjacency = sp.csr_matrix(adjacency, dtype=np.float64)
         self.adj = _to_torch_csr(adjacency, dtype, device)
-        self.classes = [torch.as_tensor(c, device=device) for c in colour_classes(adjacency)]
-        self.class_adj = [_to_torch_csr(adjacency[c.cpu().numpy()], dtype, device) for c in self.classes]
+        self._adjacency = adjacency
+        self._classes = None  # colour classes of the graph, built on the first ICM sweep
         degree = np.asarray(adjacency.sum(1)).ravel()
         self.has_nb = torch.as_tensor(degree > 0, device=device)
         self.n_edges = float(degree.sum())
@@ -319,7 +319,12 @@ class _Fit:
         """One ICM sweep: every colour class in turn, neighbours fixed at their MAP states (eq. 9)."""
         q_mat = self.m.T @ self.m
         ym = self.y @ self.m
-        for idx, adj in zip(self.classes, self.class_adj, strict=True):
+        if self._classes is None:  # only the paper's ICM needs the colouring (networkx, slow on large graphs)
+            self._classes = [
+                (torch.as_tensor(c, device=self.device), _to_torch_csr(self._adjacency[c], self.dtype, self.device))
+                for c in colour_classes(self._adjacency)
+            ]
+        for idx, adj in self._classes:
             lin = (adj @ self.z) @ self.affinity  # S nu_i (S symmetric)
             self.s[idx], self.z[idx] = self._cell_map(lin, ym[idx], q_mat, self.z[idx], max_inner, rtol)
 

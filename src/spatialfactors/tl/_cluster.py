@@ -10,9 +10,18 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 from scipy.cluster.hierarchy import fcluster, linkage
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score
+from sklearn.metrics import calinski_harabasz_score
 
-from spatialfactors._validation import _assert_bool, _assert_str, _extract_adata, _get_obsm, _int_list, _save_results
+from spatialfactors._validation import (
+    _assert_bool,
+    _assert_obs_key,
+    _assert_str,
+    _extract_adata,
+    _get_obsm,
+    _int_list,
+    _save_results,
+)
+from spatialfactors.models.domains import order_by_size, proportions, reference_scores
 
 
 def cluster_latent(
@@ -61,8 +70,8 @@ def cluster_latent(
     Returns
     -------
     ``None`` (or the copy), with ``.obs[key_added]`` (categorical) and ``.uns[key_added]``:
-    ``n_clusters``, ``calinski_harabasz`` (table of candidates and scores), ``ari`` (with
-    ``reference_key``) and ``params``.
+    ``n_clusters``, ``calinski_harabasz`` (table of candidates and scores), ``ari`` and ``nmi``
+    (with ``reference_key``; cells without a reference label are left out) and ``params``.
 
     Examples
     --------
@@ -75,10 +84,7 @@ def cluster_latent(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     values = _get_obsm(adata, basis, hint="run the factorisation first, e.g. `sf.tl.spicemix(adata)` for 'X_spicemix'")
-    if reference_key is not None and reference_key not in adata.obs:
-        raise KeyError(
-            f"`reference_key={reference_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-        )
+    _assert_obs_key(adata, "reference_key", reference_key)
     if adata.n_obs < 3:
         raise ValueError(f"Clustering needs at least 3 obs, `adata` has {adata.n_obs}.")
     default = range(2, min(21, adata.n_obs))  # a cut needs fewer clusters than obs
@@ -87,8 +93,7 @@ def cluster_latent(
     _assert_str("key_added", key_added, optional=True)
     _assert_bool("copy", copy)
     if normalize:
-        sums = values.sum(1, keepdims=True)
-        values = np.divide(values, sums, out=np.zeros_like(values), where=sums > 0)
+        values = proportions(values)
 
     tree = linkage(values, method="ward")
     scores, labelings = [], {}
@@ -106,17 +111,16 @@ def cluster_latent(
         k_best = candidates[_best_peak(np.asarray(scores, dtype=np.float64))]
     labels = labelings[k_best]
     name = key_added or f"{basis.removeprefix('X_')}_clusters"
-    # Clusters numbered from 0 in order of size, as scanpy's leiden/louvain.
-    order = pd.Series(labels).value_counts().index
-    relabel = {old: str(new) for new, old in enumerate(order)}
-    column = pd.Categorical([relabel[v] for v in labels], categories=[str(i) for i in range(len(order))])
+    labels = order_by_size(labels)  # numbered from 0 in order of size, as scanpy's leiden/louvain
+    n_found = int(labels.max()) + 1
+    column = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(n_found)])
     uns = {
         "n_clusters": int(k_best),
         "calinski_harabasz": table,
         "params": {"basis": basis, "normalize": bool(normalize), "method": "ward"},
     }
     if reference_key is not None:
-        uns["ari"] = float(adjusted_rand_score(adata.obs[reference_key].astype(str), labels))
+        uns.update(reference_scores(adata.obs[reference_key].to_numpy(), labels))
         uns["params"]["reference_key"] = reference_key
         logg.info(f"{name}: {k_best} clusters, ARI {uns['ari']:.3f} against `{reference_key}`")
     target = adata.copy() if copy else adata

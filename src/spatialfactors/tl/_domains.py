@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from spatialfactors._validation import (
     _assert_bool,
     _assert_choice,
     _assert_int_range,
+    _assert_obs_key,
     _assert_real_range,
     _assert_str,
     _extract_adata,
@@ -23,7 +22,15 @@ from spatialfactors._validation import (
     _is_int,
     _save_results,
 )
-from spatialfactors.models.domains import METHODS, cluster_features, majority_vote, smooth_features
+from spatialfactors.models.domains import (
+    METHODS,
+    cluster_features,
+    majority_vote,
+    order_by_size,
+    proportions,
+    reference_scores,
+    smooth_features,
+)
 
 
 def spatial_domains(
@@ -136,23 +143,19 @@ def spatial_domains(
     _assert_int_range("random_state", random_state, 0)
     _assert_str("key_added", key_added, optional=True)
     _assert_bool("copy", copy)
-    if reference_key is not None and reference_key not in adata.obs:
-        raise KeyError(
-            f"`reference_key={reference_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-        )
+    _assert_obs_key(adata, "reference_key", reference_key)
     graph = _get_graph(adata, connectivity_key, max_distance=max_distance)
 
     if normalize is None:
         normalize = bool((values >= 0).all())
     if normalize:
-        sums = values.sum(1, keepdims=True)
-        values = np.divide(values, sums, out=np.zeros_like(values), where=sums > 0)
+        values = proportions(values)
     features = smooth_features(values, graph, n_smooth)
     labels = cluster_features(features, n_clusters, method, resolution=resolution, random_state=random_state)
     rounds = 0
     if vote:
         labels, rounds = majority_vote(labels, graph)
-        labels = np.unique(labels, return_inverse=True)[1]
+        labels = order_by_size(labels)  # the vote can empty a cluster and change the sizes
     n_found = int(labels.max()) + 1
     if n_clusters is not None and n_found != n_clusters:
         logg.warning(
@@ -160,10 +163,6 @@ def spatial_domains(
         )
 
     name = key_added or f"{basis.removeprefix('X_')}_domains"
-    order = pd.Series(labels).value_counts().index  # numbered from the largest, as scanpy's leiden
-    relabel = np.empty(n_found, dtype=np.int64)
-    relabel[order.to_numpy()] = np.arange(n_found)
-    labels = relabel[labels]
     column = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(n_found)])
     uns = {
         "n_clusters": n_found,
@@ -182,11 +181,7 @@ def spatial_domains(
         },
     }
     if reference_key is not None:
-        truth = adata.obs[reference_key]
-        known = truth.notna().to_numpy()
-        ref, found = truth[known].astype(str).to_numpy(), labels[known]
-        uns["ari"] = float(adjusted_rand_score(ref, found))
-        uns["nmi"] = float(normalized_mutual_info_score(ref, found))
+        uns.update(reference_scores(adata.obs[reference_key].to_numpy(), labels))
         uns["params"]["reference_key"] = reference_key
         logg.info(f"{name}: {n_found} domains, ARI {uns['ari']:.3f}, NMI {uns['nmi']:.3f} against `{reference_key}`")
     target = adata.copy() if copy else adata
