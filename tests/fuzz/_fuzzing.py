@@ -102,6 +102,20 @@ def check_reader(
     return result
 
 
+def same_outcome(first, second) -> bool:
+    """Whether two reads of the same bytes agree: both refused (None) or the same AnnData."""
+    if first is None or second is None:
+        return first is None and second is None
+    x1, x2 = first.X, second.X
+    same_x = x1.shape == x2.shape and (x1 != x2).nnz == 0 if hasattr(x1, "nnz") else bool((x1 == x2).all())
+    return (
+        same_x
+        and first.obs.equals(second.obs)
+        and list(first.var_names) == list(second.var_names)
+        and bool((first.obsm["spatial"] == second.obsm["spatial"]).all())
+    )
+
+
 def corpus(fmt: str, pattern: str = "*") -> list[Path]:
     """Seed files of one format, sorted (stable example order)."""
     files = sorted(p for p in (CORPUS / fmt).glob(pattern) if p.is_file())

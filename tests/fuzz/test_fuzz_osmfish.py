@@ -6,7 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-from _fuzzing import check_reader, corpus, fuzz_settings, mutate_bytes
+from _fuzzing import check_reader, corpus, fuzz_settings, mutate_bytes, same_outcome
 from anndata import AnnData
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,8 +30,12 @@ def _valid(adata):
     assert adata.obs["valid"].dtype == bool
 
 
-def _read(path: Path):
-    return check_reader(lambda: sf.datasets.osmfish_cortex(path.parent), [path.name], _valid)
+def _read(path: Path) -> bool:
+    """Read the file twice: each read is valid or refused naming the file (check_reader); both agree."""
+    first, second = (
+        check_reader(lambda: sf.datasets.osmfish_cortex(path.parent), [path.name], _valid) for _ in range(2)
+    )
+    return same_outcome(first, second)
 
 
 @fuzz_settings(150)
@@ -41,7 +45,7 @@ def test_fuzz_osmfish_bytes(data):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / SEED.name
         path.write_bytes(mutate_bytes(data.draw, SEED.read_bytes()))
-        _read(path)
+        assert _read(path)
 
 
 def _odd(draw, values: np.ndarray):
@@ -95,7 +99,7 @@ def test_fuzz_osmfish_datasets(data):
                     attrs[k] = np.array(v.tolist(), dtype=h5py.string_dtype())
         chunks = data.draw(st.sampled_from([None, True])) if matrix.size else None
         write_loom(path, matrix, row_attrs, col_attrs, chunks=chunks)
-        _read(path)
+        assert _read(path)
 
 
 def test_corpus_seed_is_valid():
