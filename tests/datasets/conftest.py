@@ -1,8 +1,13 @@
 import functools
+import sys
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+
+# The writers of the fuzz corpus's small files (tests/fuzz/make_corpus.py) build test inputs here too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 
 
 class _Recorder(SimpleHTTPRequestHandler):

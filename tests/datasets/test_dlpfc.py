@@ -1,8 +1,8 @@
 import gzip
-import importlib.util
 import shutil
 from pathlib import Path
 
+import make_corpus  # tests/fuzz, on the path through conftest.py
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,13 +15,7 @@ from spatialfactors.datasets import _dlpfc
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 DLPFC = DATA / "dlpfc_visium"
 RDA = "dlpfc151510.rda"
-FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 LAYERS = {"Layer3": 1774, "Layer1": 1180, "Layer2": 650, "Layer4": 318, "Layer5": 310, "WM": 184, "Layer6": 179}
-
-# The writer of small Seurat objects of the fuzz corpus (tests/fuzz/make_corpus.py).
-_spec = importlib.util.spec_from_file_location("make_corpus", FUZZ / "make_corpus.py")
-make_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_corpus)
 
 
 def _need(folder):

@@ -1,7 +1,7 @@
-import importlib.util
 from pathlib import Path
 
 import h5py
+import make_corpus  # tests/fuzz, on the path through conftest.py
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,18 +13,12 @@ from spatialfactors.datasets import _osmfish
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 OSMFISH = DATA / "osmfish_cortex"
 LOOM = "osmFISH_SScortex_mouse_all_cells.loom"
-FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 # SDMBench's ground truth: the 4,839 cells outside 'Excluded' in 11 regions.
 REGIONS = {
     "Layer 6": 1015, "Layer 4": 1002, "White matter": 877, "Layer 2-3 medial": 549, "Hippocampus": 322,
     "Layer 5": 295, "Layer 2-3 lateral": 254, "Pia Layer 1": 159, "Layer 3-4": 131, "Ventricle": 129,
     "Internal Capsule Caudoputamen": 106,
 }  # fmt: skip
-
-# The writer of small loom files of the fuzz corpus (tests/fuzz/make_corpus.py).
-_spec = importlib.util.spec_from_file_location("make_corpus", FUZZ / "make_corpus.py")
-make_corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_corpus)
 
 
 def _need(folder):
