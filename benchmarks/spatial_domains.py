@@ -81,11 +81,10 @@ class PeakRSS:
 
 
 def _normalise(adata):
-    import scanpy as sc
+    import spatialfactors as sf
 
-    adata.X = adata.X.astype(np.float64)
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
+    adata.X = adata.X.astype(np.float64)  # the loaders store counts as float32
+    sf.pp.normalize_spicemix(adata)  # 1e4 per cell + log1p (tl.spicemix rescales to a mean total of K)
     return adata
 
 
@@ -155,6 +154,7 @@ def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "da
     from sklearn.decomposition import NMF
 
     import spatialfactors as sf
+    from spatialfactors.models.hmrf import group_scale
 
     if method == "SpiceMix":
         sf.tl.spicemix(adata, library_key=library_key, random_state=seed, prior_from=prior_from)
@@ -165,8 +165,7 @@ def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "da
     x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
     x = np.asarray(x, dtype=np.float64)
     codes = adata.obs[library_key].cat.codes.to_numpy() if library_key else np.zeros(adata.n_obs, int)
-    totals = np.array([x[codes == c].sum(1).mean() for c in range(codes.max() + 1)])
-    y = x * (K / totals[codes])[:, None]
+    y = x * group_scale(x.sum(1), codes, K)[codes][:, None]  # the rescaled data SpiceMix sees
     adata.obsm["X_nmf"] = NMF(K, init="nndsvda", max_iter=1000, random_state=seed).fit_transform(y)
     return "X_nmf"
 
