@@ -64,3 +64,15 @@ def test_calinski_harabasz_takes_a_peak_not_the_edge(monkeypatch):
     assert _best_peak(np.array([900.0, 800.0, 700.0])) == 0  # no peak: the maximum, with a warning
     assert len(warnings) == 1 and "no peak" in warnings[0]
     assert _best_peak(np.array([np.nan, 3.0, 5.0, 4.0])) == 2
+
+
+def test_cells_without_a_reference_label_are_left_out(blobs):
+    from sklearn.metrics import adjusted_rand_score
+
+    blobs.obs["partial"] = blobs.obs["truth"].astype(object)
+    blobs.obs.iloc[:30, blobs.obs.columns.get_loc("partial")] = None
+    sf.tl.cluster_latent(blobs, n_clusters=4, reference_key="partial")
+    uns, known = blobs.uns["spicemix_clusters"], blobs.obs["partial"].notna().to_numpy()
+    expected = adjusted_rand_score(blobs.obs["truth"][known], blobs.obs["spicemix_clusters"][known])
+    assert uns["ari"] == pytest.approx(expected) and uns["ari"] == pytest.approx(1.0)  # NaN is not a class
+    assert uns["nmi"] == pytest.approx(1.0)
