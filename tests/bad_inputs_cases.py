@@ -1923,6 +1923,294 @@ CASES += [
 ]
 
 
+# Readers, ontology and volumes: round two of the reliability review
+
+
+def _gene_zip(path: Path, *, xml: bytes | None = None, claim: int | None = None) -> Path:
+    """An Allen-style gene download (energy.mhd/.raw, stored), optionally claiming a size for energy.raw."""
+    import zipfile
+
+    labels = _labels()
+    with zipfile.ZipFile(path, "w") as zf:
+        if xml is not None:
+            zf.writestr("data_set.xml", xml)
+        dims = "2048 2048 4096" if claim else " ".join(map(str, GRID))  # a claim: DimSize asks for 64 GiB
+        header = f"NDims = 3\nDimSize = {dims}\nElementType = MET_FLOAT\nElementDataFile = energy.raw\n"
+        zf.writestr("energy.mhd", header)
+        zf.writestr("energy.raw", np.where(labels > 0, 1.0, -1).astype("<f4").tobytes(order="F"))
+        if claim:  # the central directory (zip64) claims `claim` bytes for the stored member
+            zf.filelist[-1].file_size = zf.filelist[-1].compress_size = claim
+    return path
+
+
+def make_aba_round2(folder: Path) -> dict:
+    """The ABA files plus damaged ones: gene zips, ontologies with cycles, odd headers, and a download cache."""
+    folder = Path(folder) / "round2"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = make_aba(folder)
+    xml = b"<section-data-set><id>3</id><plane_of_section/></section-data-set>"
+    good = _gene_zip(folder / "Gene3_P56_coronal_3_200um.zip", xml=xml).read_bytes()
+    damaged = {
+        "random": np.random.default_rng(3).bytes(len(good)),
+        "truncated": good[: len(good) // 2],
+        "bad_crc": good.replace(b"<section-data-set>", b"<Section-data-set>", 1),  # data_set.xml's CRC fails
+    }
+    for how, raw in damaged.items():
+        (folder / f"Gene_{how}_P56_coronal_4_200um.zip").write_bytes(raw)
+        out[f"zip_{how}"] = folder / f"Gene_{how}_P56_coronal_4_200um.zip"
+    out["zip64"] = _gene_zip(folder / "Huge_P56_coronal_5_200um.zip", claim=64 * 2**30)
+    header = (folder / "Gene1_P56_coronal_1_200um.mhd").read_text()
+    for name, spacing in [("spacing_zero", "0 0 0"), ("spacing_negative", "200 -200 200")]:
+        text = header.replace("ElementSpacing = 200 200 200", f"ElementSpacing = {spacing}")
+        (folder / f"{name}.mhd").write_text(text)
+        out[name] = folder / f"{name}.mhd"
+    big = _labels().astype("<u8")
+    big[big == 4] = 2**63 + 4
+    out["annotation_u64"] = _write_mhd(folder, "annotation_u64", big, "MET_ULONG_LONG")
+    rows = "id,acronym,name,structure_id_path\n997,root,root,{}\n1,R1,R1,/997/1/\n2,R2,R2,/997/2/\n"
+    rows += "3,R3,R3,{}\n4,R4,R4,/997/4/\n"
+    (folder / "path_cycle.csv").write_text(rows.format("/3/997/", "/997/3/"))
+    (folder / "path_repeat.csv").write_text(rows.format("/997/", "/997/3/997/3/"))
+    parents = "id,acronym,name,parent_structure_id\n997,root,root,\n1,R1,R1,997\n2,R2,R2,3\n3,R3,R3,2\n4,R4,R4,997\n"
+    (folder / "parent_cycle.csv").write_text(parents)
+    for name in ("path_cycle", "path_repeat", "parent_cycle"):
+        out[name] = folder / f"{name}.csv"
+    cache = folder / "cache" / "aba_200um" / "grids"  # sf.datasets.aba_grids(cache_dir=...) finds grids here
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "Gene3_P56_coronal_3_200um.zip").write_bytes(good)
+    (cache / "Bad_P56_coronal_4_200um.zip").write_bytes(damaged["truncated"])
+    (cache / "Crc_P56_coronal_6_200um.zip").write_bytes(damaged["bad_crc"])
+    shutil.copy(out["zip64"], cache / out["zip64"].name)
+    out["cache"] = folder / "cache"
+    return out
+
+
+FILE_FIXTURES["aba_round2"] = make_aba_round2
+#: Offline: the grids come from the cache folder, the annotation from a path; nothing is downloaded.
+VALID["datasets.aba_grids"] = (
+    "aba_round2",
+    lambda f: {
+        "genes": "Gene3",
+        "cache_dir": f["cache"],
+        "annotation": f["annotation"],
+        "api_url": "http://127.0.0.1:9",
+    },
+)
+
+
+def _huge_region_id(a):
+    """Mutation: region 4 as the uint64 id 2**63 + 4 (wrapped to a negative int64 when cast)."""
+    ids = a.obs["region_id"].to_numpy()
+    a.obs["region_id"] = np.where(ids == 4, 2**63 + 4, ids).astype(np.uint64)
+
+
+_DOWNLOAD_AGAIN = r"damaged or unsupported zip archive \({}.*\); delete it and download it again"
+
+
+CASES += [
+    *[
+        Case(
+            "io.read_aba",
+            f"gene zip {how.replace('_', ' ')}",
+            ValueError,
+            rf"Gene_{how}_P56_coronal_4_200um\.zip: " + _DOWNLOAD_AGAIN.format(error),
+            kwargs=lambda f, how=how: {"energy": [f["genes"][0], f[f"zip_{how}"]]},
+            fixture="aba_round2",
+        )
+        for how, error in [("random", "BadZipFile"), ("truncated", "BadZipFile"), ("bad_crc", "BadZipFile: Bad CRC")]
+    ],
+    Case(
+        "io.read_aba",
+        "zip64 directory claiming 64 GiB",
+        ValueError,
+        r"Huge_P56_coronal_5_200um\.zip: damaged .*member 'energy\.raw' claims 68719476736 compressed bytes, but the "
+        r"archive has \d+\); delete it and download it again",
+        kwargs=lambda f: {"energy": [f["zip64"]]},
+        fixture="aba_round2",
+    ),
+    *[
+        Case(
+            "io.read_aba",
+            f"ElementSpacing {what}",
+            ValueError,
+            rf"{name}\.mhd: `ElementSpacing` {re.escape(spacing)} must be positive distances .*fix the header",
+            kwargs=lambda f, name=name: {"energy": [f["genes"][0], f[name]]},
+            fixture="aba_round2",
+        )
+        for what, name, spacing in [
+            ("0", "spacing_zero", "0.0 0.0 0.0"),
+            ("negative", "spacing_negative", "200.0 -200.0 200.0"),
+        ]
+    ],
+    Case(
+        "io.read_aba",
+        "uint64 region id >= 2**63",
+        ValueError,
+        r"annotation_u64\.mhd: the annotation holds the id 9223372036854775812, beyond the int64 range",
+        kwargs=lambda f: {"annotation": f["annotation_u64"]},
+        fixture="aba_round2",
+    ),
+    *[
+        Case(
+            "io.read_aba",
+            f"ontology {what}",
+            ValueError,
+            rf"{name}\.csv: The ontology's `{column}` forms a cycle through the structures {ids} .*fix the `{column}`",
+            kwargs=lambda f, name=name: {"ontology": f[name]},
+            fixture="aba_round2",
+        )
+        for what, name, column, ids in [
+            ("structure_id_path with a cycle", "path_cycle", "structure_id_path", r"\[3, 997\]"),
+            ("structure_id_path repeating ids", "path_repeat", "structure_id_path", r"\[3, 997\]"),
+            ("parent_structure_id with a cycle", "parent_cycle", "parent_structure_id", r"\[2, 3\]"),
+        ]
+    ],
+    Case(
+        "io.to_volume",
+        "Series indexed by position",
+        ValueError,
+        r"`values` is a Series whose index does not match `adata.obs_names`: 60 voxels have no value .*"
+        r"pass `values.to_numpy\(\)`",
+        kwargs=lambda a: {"values": pd.Series(np.ones(a.n_obs))},
+    ),
+    Case(
+        "io.to_volume",
+        "Series repeating labels",
+        ValueError,
+        r"`values` is a Series whose index repeats labels, e\.g\. \['voxel_0'\]",
+        kwargs=lambda a: {"values": pd.Series(np.ones(a.n_obs), index=[a.obs_names[0], *a.obs_names[:-1]])},
+    ),
+    Case(
+        "tl.region_auc",
+        "uint64 region id >= 2**63",
+        ValueError,
+        r"`adata.obs\['region_id'\]` holds the id 9223372036854775812, beyond the int64 range",
+        mutate=_huge_region_id,
+    ),
+    Case(
+        "datasets.aba_grids",
+        "truncated cached grid",
+        ValueError,
+        r"Bad_P56_coronal_4_200um\.zip: " + _DOWNLOAD_AGAIN.format("BadZipFile"),
+        kwargs={"genes": "Bad"},
+    ),
+    Case(
+        "datasets.aba_grids",
+        "cached grid with a bad CRC in data_set.xml",
+        ValueError,
+        r"Crc_P56_coronal_6_200um\.zip: " + _DOWNLOAD_AGAIN.format("BadZipFile: Bad CRC"),
+        kwargs={"genes": "Crc"},
+    ),
+    Case(
+        "datasets.aba_grids",
+        "cached grid claiming 64 GiB",
+        ValueError,
+        r"Huge_P56_coronal_5_200um\.zip: damaged .*claims 68719476736 compressed bytes.*download it again",
+        kwargs={"genes": "Huge"},
+    ),
+]
+
+# Tools: round two of the reliability review (numerics, memory, validation before the fit)
+def _device_cases(func: str) -> list[Case]:
+    """Devices this machine lacks (no index 99 anywhere, no Apple GPU on the test machines) and non-devices."""
+    return [
+        Case(func, "device None", TypeError, r"`device` must be a torch device name .* got None",
+             kwargs={"device": None}),
+        Case(func, "device not a torch name", ValueError, r"`device='gpu0'` is not a torch device name; use 'cpu'",
+             kwargs={"device": "gpu0"}),
+        Case(func, "CUDA device that does not exist", ValueError,
+             r"`device='cuda:99'`: (no CUDA device is available .*use device='cpu'|this machine has \d+ CUDA device)",
+             kwargs={"device": "cuda:99"}),
+        Case(func, "MPS device without an Apple GPU", ValueError,
+             r"`device='mps'`: no MPS \(Apple GPU\) device is available; use device='cpu'", kwargs={"device": "mps"}),
+    ]  # fmt: skip
+
+
+def _with_uns(key: str, value):
+    def mutate(a):
+        a.uns[key] = value
+
+    return mutate
+
+
+def _stale_loadings(a):
+    """A factorisation record from before `loadings_key`, with loadings of two kinds under one key."""
+    del a.uns["stanmf"]["loadings_key"]
+    a.varm["stanmf_metagenes"] = np.asarray(a.varm["stanmf_loadings"])[:, :1].repeat(2, axis=1) + 1.0
+
+
+def _identical_states(a):
+    a.obsm["X_spicemix"] = np.ones_like(a.obsm["X_spicemix"])
+
+
+_FOREIGN = {"params": {"note": "another tool's result"}}
+
+CASES += [
+    *_device_cases("tl.stanmf"),
+    *_device_cases("tl.spicemix"),
+    Case("tl.stanmf", "a million replicates", MemoryError,
+         r"staNMF on 60 obs x 12 genes \(K up to 3, 1000000 replicates\) needs .* fewer `n_replicates`",
+         kwargs={"n_components": [2, 3], "n_replicates": 10**6}, memory=2**40),
+    Case("tl.stanmf", "values beyond float32 factors", ValueError,
+         r"The data reach 1e\+200, beyond what float32 factors can hold .* pass `dtype='float64'`", mutate=_x(1e200)),
+    Case("tl.stanmf", "one obs", ValueError, r"staNMF needs at least 2 obs .* `adata` has 1",
+         kwargs={"n_components": 1}, mutate=_first_obs(1)),
+    Case("tl.stanmf", "n_components an endless range", ValueError, r"`n_components` must be at least 1 and at most 12",
+         kwargs={"n_components": range(1, 10**12)}),
+    Case("tl.stanmf", "graph for Moran's I with a negative weight", ValueError,
+         r"\(used for Moran's I\) has negative weights", mutate=_edit_graph(_negative_weight)),
+    Case("tl.stanmf", "key_added of another tool's result", ValueError,
+         r"`key_added='other'` would overwrite `adata.uns\['other'\]`, the result of another tool",
+         kwargs={"key_added": "other"}, mutate=_with_uns("other", _FOREIGN)),
+    Case("tl.spicemix", "a million replicates", MemoryError,
+         r"SpiceMix on a dense 30 cells x 12 genes matrix with 1000000 replicates per K needs .* fewer `n_replicates`",
+         kwargs={"n_factors": [2, 3], "n_replicates": 10**6}, memory=2**40),
+    Case("tl.spicemix", "key_added of another tool's result", ValueError,
+         r"`key_added='other'` would overwrite `adata.uns\['other'\]`, the result of another tool",
+         kwargs={"key_added": "other"}, mutate=_with_uns("other", _FOREIGN)),
+    Case("tl.cluster_latent", "identical latent states", ValueError,
+         r"has 1 distinct latent state\(s\) over 30 obs, too few to cut into 2",
+         kwargs={"n_clusters": [2, 3]}, mutate=_identical_states),
+    Case("tl.cluster_latent", "more memory than available", MemoryError,
+         r"Ward clustering of 30 obs needs .* or use `sf.tl.spatial_domains`", memory=1024),
+    Case("tl.cluster_latent", "key_added of a factorisation", ValueError,
+         r"`key_added='spicemix'` would overwrite `adata.uns\['spicemix'\]`, the result of a factorisation",
+         kwargs={"key_added": "spicemix"}),
+    Case("tl.spatial_domains", "more memory than available", MemoryError,
+         r"Ward clustering of 30 obs needs .* use method='leiden'", memory=1024),
+    Case("tl.spatial_domains", "key_added of a factorisation", ValueError,
+         r"`key_added='spicemix'` would overwrite .* pass another `key_added` to `sf.tl.spatial_domains`",
+         kwargs={"key_added": "spicemix"}),
+    Case("tl.link_regions", "key_added of a factorisation", ValueError,
+         r"`key_added='stanmf'` would overwrite `adata.uns\['stanmf'\]`, the result of a factorisation",
+         kwargs={"key_added": "stanmf"}),
+    Case("tl.region_auc", "key_added of a factorisation", ValueError,
+         r"`key_added='stanmf'` would overwrite .* `sf.tl.region_auc`", kwargs={"key_added": "stanmf"}),
+    Case("tl.region_auc", "a billion random subsets", MemoryError,
+         r"1000000000 random subsets of 1 patterns needs .* use fewer `n_random`",
+         kwargs={"n_random": 10**9}, memory=2**30),
+    Case("tl.sgcn", "key_added of a factorisation", ValueError,
+         r"`key_added='stanmf'` would overwrite .* `sf.tl.sgcn`", kwargs={"key_added": "stanmf"}),
+    Case("tl.sgcn", "more memory than available", MemoryError,
+         r"Networks of 6 genes needs .* smaller `top_fraction`", memory=1024),
+    Case("tl.pattern_genes", "loadings of two runs without a record", ValueError,
+         r"Both `adata.varm\['stanmf_loadings'\]` and `adata.varm\['stanmf_metagenes'\]` exist .* one is stale",
+         mutate=_stale_loadings),
+    Case("tl.pattern_genes", "recorded loadings removed", KeyError,
+         r"`adata.uns\['stanmf'\]\['loadings_key'\]` names `adata.varm\['stanmf_metagenes'\]`, which is missing",
+         mutate=lambda a: a.uns["stanmf"].__setitem__("loadings_key", "stanmf_metagenes")),
+    Case("tl.pattern_genes", "patterns of another run than the record", ValueError,
+         r"records a run with K = 5 but `adata.obsm\['X_stanmf'\]` has 3 patterns: they come from different runs",
+         mutate=lambda a: a.uns["stanmf"].__setitem__("k", 5)),
+    Case("tl.sgcn", "loadings of two runs without a record", ValueError, r"exist .* one is stale",
+         mutate=_stale_loadings),
+]  # fmt: skip
+
+
+# Discrete HMRF domains and metagene-gene regression
+CASES += []
+
+
 # ---------------------------------------------------------------------------------------------
 # Running a case, comparing AnnData objects, rendering the docs page
 # ---------------------------------------------------------------------------------------------

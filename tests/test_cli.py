@@ -112,3 +112,105 @@ def test_spicemix_command_applies_max_distance_to_an_existing_graph(tmp_path):
     result = ad.read_h5ad(out)
     assert result.uns["spicemix"]["params"]["max_distance"] == cut
     assert result.obsp["spatial_connectivities"].nnz == adata.obsp["spatial_connectivities"].nnz  # graph kept
+
+
+# -- user errors: one line `spatialfactors <command>: error: ...`, exit 2, no traceback -------------
+
+
+def _small_input(folder: Path) -> Path:
+    import spatialfactors as sf
+
+    src = folder / "in.h5ad"
+    sf.datasets.simulate_cortex(n_fovs=1, n_cells=60, n_genes=20).write_h5ad(src)
+    return src
+
+
+def _usage_error(argv, capsys) -> str:
+    import pytest
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"spatialfactors {argv[0]}: error: ")
+    return lines[0]
+
+
+def test_bad_input_files_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "folder").mkdir()
+    out = str(tmp_path / "out.h5ad")
+    assert "input file not found" in _usage_error(["stanmf", str(tmp_path / "none.h5ad"), "-o", out], capsys)
+    assert "is a folder; pass an .h5ad file" in _usage_error(["spicemix", str(tmp_path / "folder"), "-o", out], capsys)
+    line = _usage_error(["stanmf", str(tmp_path / "table.csv"), "-o", out], capsys)
+    assert "cannot read" in line and "table.csv as an .h5ad file" in line and "anndata.read_csv" in line
+
+
+def test_bad_output_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    # An unwritable output used to fail only after the whole fit.
+    import spatialfactors as sf
+
+    src = _small_input(tmp_path)
+    (tmp_path / "file").write_text("")
+    fits = []
+    monkeypatch.setattr(sf.tl, "stanmf", lambda *a, **k: fits.append(1))
+    monkeypatch.setattr(sf.tl, "spicemix", lambda *a, **k: fits.append(1))
+    line = _usage_error(["stanmf", str(src), "-o", str(tmp_path / "file" / "out.h5ad")], capsys)
+    assert "cannot write the output out.h5ad in" in line and "choose another path" in line
+    line = _usage_error(["spicemix", str(src), "-o", str(tmp_path)], capsys)
+    assert "is a folder; pass a file name such as" in line
+    figures = ["--figures", str(tmp_path / "file")]
+    line = _usage_error(["stanmf", str(src), "-o", str(tmp_path / "o.h5ad"), *figures], capsys)
+    assert "--figures" in line and "is a file; pass a folder" in line
+    assert "is a file; pass a folder" in _usage_error(["demo", "-o", str(tmp_path / "file")], capsys)
+    assert fits == []
+
+
+def test_unknown_obs_keys_are_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    import spatialfactors as sf
+
+    src, out = _small_input(tmp_path), str(tmp_path / "out.h5ad")
+    monkeypatch.setattr(sf.tl, "spicemix", lambda *a, **k: (_ for _ in ()).throw(AssertionError("fitted")))
+    for flag in ("--library-key", "--reference-key"):
+        line = _usage_error(["spicemix", str(src), "-o", out, flag, "nope"], capsys)
+        assert f"{flag} 'nope' is not a column of .obs in" in line and "available: ['cell_type'" in line
+    assert "--library-key 'nope'" in _usage_error(["stanmf", str(src), "-o", out, "--library-key", "nope"], capsys)
+    line = _usage_error(["spicemix", str(src), "-o", out, "--connectivity-key", "graph"], capsys)
+    assert "--connectivity-key 'graph' is not in .obsp" in line
+
+
+def test_tool_validation_errors_are_one_line(tmp_path, capsys):
+    src, out = _small_input(tmp_path), str(tmp_path / "out.h5ad")
+    line = _usage_error(["stanmf", str(src), "-o", out, "--n-components", "3", "--layer", "nope"], capsys)
+    assert "Layer 'nope' not found" in line
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_user_error_has_no_traceback_from_the_shell(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "spatialfactors", "spicemix", str(tmp_path / "none.h5ad"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "spatialfactors spicemix: error: input file not found" in result.stderr
+
+
+def test_max_distance_is_reported(tmp_path, capsys):
+    import squidpy as sq
+
+    import spatialfactors as sf
+
+    adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=80, n_genes=20)
+    sq.gr.spatial_neighbors_delaunay(adata)
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    adata.write_h5ad(src)
+    argv = ["spicemix", str(src), "-o", str(out), "--n-factors", "3", "--max-iter", "1", "--max-distance", "1e9"]
+    assert main(argv) == 0
+    assert "--max-distance: edges of the input's graph `.obsp['spatial_connectivities']` longer than 1e+09" in (
+        capsys.readouterr().out
+    )

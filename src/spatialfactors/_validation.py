@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -49,12 +50,90 @@ def _get_matrix(adata: AnnData, layer: str | None):
             raise KeyError(f"Layer {layer!r} not found in `adata.layers`; available layers: {sorted(adata.layers)}.")
         x = adata.layers[layer]
     _assert_not_empty(adata)
+    _assert_in_memory(x, adata, layer)
     if sp.issparse(x):
         if x.format not in ("csr", "csc"):
             x = sp.csr_matrix(x)
     elif isinstance(x, np.matrix):
         x = np.asarray(x)
     return x
+
+
+def _assert_in_memory(x, adata: AnnData, layer: str | None) -> None:
+    """Fail on a matrix still on disk (backed AnnData: an h5py dataset or a backed sparse dataset)."""
+    if isinstance(x, np.ndarray | np.matrix) or sp.issparse(x) or not getattr(adata, "isbacked", False):
+        return
+    where = "`adata.X`" if layer is None else f"`adata.layers[{layer!r}]`"
+    raise TypeError(
+        f"{where} is read from the file `{adata.filename}` (AnnData opened with `backed='r'`), not held in "
+        "memory; load it first with `adata = adata.to_memory()` (or subset it: `adata[mask].to_memory()`)."
+    )
+
+
+def _assert_copy(adata: AnnData, copy) -> None:
+    """Check ``copy``: True or False, and not True on a backed AnnData (which cannot be copied in memory)."""
+    _assert_bool("copy", copy)
+    if copy and getattr(adata, "isbacked", False):
+        raise ValueError(
+            f"`copy=True` needs an AnnData in memory, but `adata` is backed by the file `{adata.filename}`; load it "
+            "first with `adata = adata.to_memory()`, or pass `copy=False` to write the results into `adata`."
+        )
+
+
+def _assert_device(device) -> str:
+    """Return ``device`` as a torch device name, checked to exist on this machine.
+
+    Accepts ``'cpu'``, ``'cuda'``, ``'cuda:<index>'``, ``'mps'`` or a :class:`torch.device`; fails with the fix
+    (``device='cpu'``) when torch has no such device here, before anything is computed.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str) or not device:
+        raise TypeError(f"`device` must be a torch device name such as 'cpu', 'cuda' or 'cuda:0', got {device!r}.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"`device={device!r}` is not a torch device name; use 'cpu', 'cuda' (or 'cuda:<index>') or 'mps'."
+        ) from None
+    if dev.type == "cpu":
+        return device
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"`device={device!r}`: no CUDA device is available ({why}); use device='cpu'.")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(
+                f"`device={device!r}`: this machine has {n} CUDA device(s), 'cuda:0' ... 'cuda:{n - 1}'; "
+                "use one of them or device='cpu'."
+            )
+        return device
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"`device={device!r}`: no MPS (Apple GPU) device is available; use device='cpu'.")
+        return device
+    raise ValueError(f"`device={device!r}`: device type {dev.type!r} is not supported; use 'cpu', 'cuda' or 'mps'.")
+
+
+class UndefinedScoreWarning(RuntimeWarning):
+    """A score of the result is undefined (stored as NaN), e.g. a correlation with a constant vector."""
+
+
+def _warn_undefined(score: str, why: str, fix: str | None = None) -> None:
+    """Warn that ``score`` is stored as NaN because ``why`` (and how to avoid it): no NaN goes out without a word."""
+    text = f"{score} is undefined (stored as NaN): {why}"
+    warnings.warn(text + (f"; {fix}." if fix else "."), UndefinedScoreWarning, stacklevel=3)
+
+
+def _constant_columns(values: np.ndarray) -> np.ndarray:
+    """Return the indices of the constant columns of a 2-D array (a correlation with them is undefined)."""
+    values = np.asarray(values)
+    if values.shape[0] == 0:
+        return np.arange(values.shape[1])
+    return np.flatnonzero((values == values[:1]).all(axis=0))
 
 
 def _assert_not_empty(adata: AnnData) -> None:
@@ -162,16 +241,24 @@ def _assert_n_jobs(n_jobs) -> None:
 def _int_list(name: str, values, low: int, high: int | None = None) -> list[int]:
     """Return an integer or an iterable of integers as a sorted list of unique ints in [low, high]."""
     if _is_int(values):
-        items = [values]
-    elif isinstance(values, Iterable) and not isinstance(values, str | bytes):
-        items = list(values)
-    else:
+        values = [values]
+    elif not isinstance(values, Iterable) or isinstance(values, str | bytes):
         raise TypeError(f"`{name}` must be an integer or a sequence of integers, got {values!r}.")
+    # Checked item by item as they come: a huge range (or an endless iterator) fails at its first
+    # value out of bounds instead of being listed whole.
+    items: set[int] = set()
+    for n_seen, v in enumerate(values):
+        _assert_int_range(name, v, low, high)
+        items.add(int(v))
+        if n_seen >= _MAX_LIST:
+            raise ValueError(f"`{name}` has over {_MAX_LIST} values; pass a short sequence such as `range(2, 10)`.")
     if not items:
         raise ValueError(f"`{name}` is empty; pass an integer or a range such as `range(2, 10)`.")
-    for v in items:
-        _assert_int_range(name, v, low, high)
-    return sorted({int(v) for v in items})
+    return sorted(items)
+
+
+#: Most values :func:`_int_list` reads from one argument.
+_MAX_LIST = 1_000_000
 
 
 #: Environment variable with the number of bytes of memory to assume available (overrides the system's).
@@ -247,16 +334,68 @@ def _get_obsm(adata: AnnData, key: str, *, hint: str, finite: bool = True) -> np
     return value
 
 
-def _save_results(adata: AnnData, writes: list[tuple[str, str | None, object]], start: float | None = None) -> None:
+#: Every slot a factorisation (``sf.tl.stanmf``, ``sf.tl.spicemix``) may write under ``key_added``.
+def _factorisation_slots(key: str) -> list[tuple[str, str]]:
+    return [
+        ("obsm", f"X_{key}"),
+        ("obsm", f"X_{key}_pca"),
+        ("varm", f"{key}_loadings"),
+        ("varm", f"{key}_metagenes"),
+        ("uns", key),
+    ]
+
+
+def _is_factorisation_entry(adata: AnnData, key: str) -> bool:
+    """Tell whether ``.uns[key]`` is the record of a factorisation (staNMF or SpiceMix) run."""
+    entry = adata.uns.get(key)
+    if not isinstance(entry, dict):
+        return False
+    return "loadings_key" in entry or "k" in entry  # "k": the record of a run before "loadings_key"
+
+
+def _assert_result_key(adata: AnnData, key: str, *, factorisation: bool, tool: str) -> None:
+    """Fail before computing when writing ``.uns[key]`` would overwrite another kind of tool's result.
+
+    A factorisation may replace a factorisation under the same key (its old slots are all removed
+    when it writes); it may not replace another tool's ``.uns`` entry, and other tools may not
+    replace a factorisation's record (the patterns under that key would lose their loadings' record).
+    """
+    if key not in adata.uns:
+        return
+    if _is_factorisation_entry(adata, key) == factorisation:
+        return
+    owner = "a factorisation (`sf.tl.stanmf` / `sf.tl.spicemix`)" if not factorisation else "another tool"
+    raise ValueError(
+        f"`key_added={key!r}` would overwrite `adata.uns[{key!r}]`, the result of {owner}; pass another "
+        f"`key_added` to `{tool}`, or delete the old result first (`del adata.uns[{key!r}]`)."
+    )
+
+
+def _save_results(
+    adata: AnnData,
+    writes: list[tuple[str, str | None, object]],
+    start: float | None = None,
+    *,
+    remove: Iterable[tuple[str, str]] = (),
+) -> None:
     """Write every result in one step and log it like scanpy (``Adding adata.obsm['X_...']``).
 
-    ``writes`` holds ``(attr, key, value)``; ``("X", None, value)`` replaces ``.X``. Should one
+    ``writes`` holds ``(attr, key, value)``; ``("X", None, value)`` replaces ``.X``. ``remove``
+    names slots ``(attr, key)`` of an earlier result under the same key that this one does not
+    overwrite: they are deleted, so nothing stale stays beside the new result. Should one
     assignment fail (AnnData refuses a shape), the ones before it are undone, so ``adata`` is
     either fully updated or untouched.
     """
     missing = object()
     undo: list[tuple[str, str | None, object]] = []
+    written = {(attr, key) for attr, key, _ in writes}
     try:
+        for attr, key in remove:
+            store = getattr(adata, attr)
+            if (attr, key) not in written and key in store:
+                old = store[key]
+                del store[key]
+                undo.append((attr, key, old))
         for attr, key, value in writes:
             if key is None:
                 old = getattr(adata, attr)
@@ -444,14 +583,13 @@ def _get_region_ids(adata: AnnData, region_key: str) -> np.ndarray:
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(values.cat.categories.dtype)
     arr = values.to_numpy()
-    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all() and (abs(arr) < 2**63).all():
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
         raise TypeError(
             f"`adata.obs[{region_key!r}]` must hold integer structure ids (0: no region), got dtype {arr.dtype}; "
             "with acronyms, map them to ids first, e.g. with `sf.io.read_ontology(path).id_of(acronym)`."
         )
-    arr = arr.astype(np.int64)
-    if (arr < 0).any():
-        raise ValueError(f"`adata.obs[{region_key!r}]` has negative structure ids; 0 marks voxels in no region.")
-    return arr
+    from spatialfactors.io._ontology import _structure_ids  # io imports this module: import when called
+
+    return _structure_ids(arr, f"`adata.obs[{region_key!r}]`")

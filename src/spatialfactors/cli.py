@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,73 @@ def _parse_components(text: str) -> int | list[int]:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected K, START:STOP or K1,K2,...; got {text!r}") from None
+
+
+class _UsageError(Exception):
+    """A problem with the command line's arguments or files: reported in one line, without a traceback."""
+
+
+def _read_input(path: str):
+    """Read the input AnnData; a missing, unreadable or non-.h5ad file is a usage error saying what to pass."""
+    import anndata as ad
+
+    file = Path(path)
+    if not file.exists():
+        raise _UsageError(f"input file not found: {path}")
+    if file.is_dir():
+        raise _UsageError(f"the input {path} is a folder; pass an .h5ad file")
+    try:
+        return ad.read_h5ad(file)
+    except Exception as err:  # noqa: BLE001 - h5py/anndata raise many types for a file that is not .h5ad
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _UsageError(
+            f"cannot read {path} as an .h5ad file ({type(err).__name__}: {reason}); pass an AnnData saved with "
+            "`adata.write_h5ad(path)` (a CSV can be converted with `anndata.read_csv(path).write_h5ad(...)`)"
+        ) from None
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written in it."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".spatialfactors-probe-"):
+            pass
+    except OSError as err:
+        raise _UsageError(f"cannot write the {what} in {folder} ({err.strerror or err}); choose another path") from None
+
+
+def _check_output(path: str) -> Path:
+    """Check the output .h5ad path before any work: not a folder, in a folder that can be written."""
+    out = Path(path)
+    if out.is_dir():
+        raise _UsageError(f"the output {path} is a folder; pass a file name such as {out / 'result.h5ad'}")
+    _probe_writable(out.parent if str(out.parent) else Path("."), f"output {out.name}")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise _UsageError(f"the output {path} exists and cannot be overwritten; choose another path")
+    return out
+
+
+def _check_figures(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise _UsageError(f"--figures {path} is a file; pass a folder for the figures")
+    _probe_writable(folder, "figures")
+    return folder
+
+
+def _check_obs_keys(adata, args: argparse.Namespace, flags: dict[str, str | None]) -> None:
+    """Each ``--flag KEY`` must name a column of the input's ``.obs``; checked before any fit."""
+    for flag, key in flags.items():
+        if key is not None and key not in adata.obs:
+            columns = list(adata.obs.columns)
+            raise _UsageError(
+                f"{flag} {key!r} is not a column of .obs in {args.input}; available: {columns[:20]}"
+                + (" ..." if len(columns) > 20 else "")
+            )
 
 
 def _write_figures(figures: dict, out: Path) -> list[Path]:
@@ -52,11 +120,11 @@ def _stanmf(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import anndata as ad
-
     from . import tl
 
-    adata = ad.read_h5ad(args.input)
+    adata = _read_input(args.input)
+    _check_obs_keys(adata, args, {"--library-key": args.library_key})
+    out, fig_dir = _check_output(args.output), _check_figures(args.figures)  # before the fit, not after it
     t0 = time.perf_counter()
     tl.stanmf(
         adata,
@@ -70,13 +138,9 @@ def _stanmf(args: argparse.Namespace) -> int:
         random_state=args.seed,
     )
     print(f"staNMF: K* = {adata.uns['stanmf']['k']} ({time.perf_counter() - t0:.1f} s)")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
     written = [out]
-    if args.figures:
-        fig_dir = Path(args.figures)
-        fig_dir.mkdir(parents=True, exist_ok=True)
+    if fig_dir is not None:
         written += _stanmf_figures(adata, fig_dir, library_key=args.library_key)
     print("wrote:")
     for path in written:
@@ -107,22 +171,36 @@ def _spicemix(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import anndata as ad
-
     from . import pp, tl
 
-    adata = ad.read_h5ad(args.input)
+    adata = _read_input(args.input)
+    _check_obs_keys(adata, args, {"--library-key": args.library_key, "--reference-key": args.reference_key})
+    out, fig_dir = _check_output(args.output), _check_figures(args.figures)  # before the fit, not after it
+    has_graph = args.connectivity_key in adata.obsp
+    if not has_graph and "spatial" not in adata.obsm:
+        raise _UsageError(
+            f"{args.input} has neither `.obsp[{args.connectivity_key!r}]` nor `.obsm['spatial']`; pass "
+            "--connectivity-key with the name of its graph, or add the cell coordinates as `.obsm['spatial']`"
+        )
+    if not has_graph and not args.connectivity_key.endswith("_connectivities"):
+        raise _UsageError(
+            f"--connectivity-key {args.connectivity_key!r} is not in .obsp of {args.input} (it has "
+            f"{list(adata.obsp)}); name one of its graphs, or a key ending in '_connectivities' for the graph "
+            "to be built from `.obsm['spatial']`"
+        )
     if args.library_key is not None and adata.obs[args.library_key].dtype.name != "category":
         adata.obs[args.library_key] = adata.obs[args.library_key].astype("category")
     if args.normalize:
         pp.normalize_spicemix(adata, library_key=args.library_key, layer=args.layer)
-    if args.connectivity_key not in adata.obsp:
+    if not has_graph:
         import squidpy as sq
 
-        if "spatial" not in adata.obsm:
-            raise SystemExit(f"{args.input} has neither `.obsp[{args.connectivity_key!r}]` nor `.obsm['spatial']`.")
-        sq.gr.spatial_neighbors_delaunay(adata, library_key=args.library_key, key_added="spatial")
-        print(f"Delaunay graph (squidpy): {adata.obsp['spatial_connectivities'].nnz // 2} edges")
+        prefix = args.connectivity_key.removesuffix("_connectivities")
+        sq.gr.spatial_neighbors_delaunay(adata, library_key=args.library_key, key_added=prefix)
+        print(f"Delaunay graph (squidpy): {adata.obsp[args.connectivity_key].nnz // 2} edges")
+    if args.max_distance is not None:
+        source = "the Delaunay graph" if not has_graph else f"the input's graph `.obsp[{args.connectivity_key!r}]`"
+        print(f"--max-distance: edges of {source} longer than {args.max_distance:g} are dropped")
     t0 = time.perf_counter()
     tl.spicemix(
         adata,
@@ -143,13 +221,9 @@ def _spicemix(args: argparse.Namespace) -> int:
     clusters = adata.uns["spicemix_clusters"]
     ari = f", ARI {clusters['ari']:.3f} against {args.reference_key}" if args.reference_key else ""
     print(f"latent clusters (Ward, Calinski-Harabasz): {clusters['n_clusters']}{ari}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
     written = [out]
-    if args.figures:
-        fig_dir = Path(args.figures)
-        fig_dir.mkdir(parents=True, exist_ok=True)
+    if fig_dir is not None:
         written += _spicemix_figures(
             adata, fig_dir, library_key=args.library_key, groupby=args.reference_key or "spicemix_clusters"
         )
@@ -173,7 +247,9 @@ def _demo(args: argparse.Namespace) -> int:
     from . import datasets, pl, tl
 
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"the output {args.output} is a file; pass a folder for the demo's files")
+    _probe_writable(out, "demo's files")
     t0 = time.perf_counter()
     adata = datasets.simulate_cortex(
         n_fovs=args.n_fovs, n_cells=args.n_cells, n_genes=args.n_genes, random_state=args.seed
@@ -253,6 +329,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What a bad argument or input file raises: our usage errors and the tools' validation errors.
+_USER_ERRORS = (_UsageError, ValueError, KeyError, TypeError, MemoryError, OSError)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spatialfactors", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -321,5 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["demo", "--output", "demo_output", "--n-fovs", "1", "--n-cells", "100"])  # doctest: +SKIP
     0
     """
-    args = _parser().parse_args(argv)
-    return args.func(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as err:
+        # A bad argument or file (the tools validate before they compute): one line, no traceback.
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        text = " ".join(text.split()) or type(err).__name__
+        parser.exit(2, f"{parser.prog} {args.command}: error: {text}\n")

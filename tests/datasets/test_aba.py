@@ -178,3 +178,30 @@ def test_bad_input(allen, genes, kwargs, error, match):
     with pytest.raises(error, match=match):
         sf.datasets.aba_grids(genes, **allen["kwargs"], **kwargs)
     assert allen["requests"] == []
+
+
+@pytest.mark.parametrize("how", ["random", "truncated", "zip64_claim"])
+def test_damaged_cached_grid_says_to_download_again(tmp_path, how):
+    # A damaged grid in the cache raised zipfile.BadZipFile (or allocated what its zip64 directory claims).
+    import zipfile
+
+    grids = tmp_path / "aba_200um" / "grids"
+    grids.mkdir(parents=True)
+    labels = np.ones((3, 2, 2), "<u4")
+    header = "NDims = 3\nDimSize = 3 2 2\nElementType = {}\nElementSpacing = 200 200 200\nElementDataFile = {}\n"
+    (tmp_path / "annotation.mhd").write_text(header.format("MET_UINT", "annotation.raw"))
+    (tmp_path / "annotation.raw").write_bytes(labels.tobytes())
+    archive = grids / "Gene_P56_coronal_5_200um.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("energy.mhd", header.format("MET_FLOAT", "energy.raw"))
+        zf.writestr("energy.raw", np.ones(12, "<f4").tobytes())
+        if how == "zip64_claim":  # the directory claims 64 GiB for the stored member
+            zf.filelist[-1].file_size = zf.filelist[-1].compress_size = 64 * 2**30
+    raw = archive.read_bytes()
+    if how == "random":
+        archive.write_bytes(np.random.default_rng(0).bytes(len(raw)))
+    elif how == "truncated":
+        archive.write_bytes(raw[: len(raw) // 2])
+    offline = {"api_url": "http://127.0.0.1:9", "annotation": tmp_path / "annotation.mhd"}
+    with pytest.raises(ValueError, match=r"Gene_P56_coronal_5_200um\.zip: damaged .*delete it and download it again"):
+        sf.datasets.aba_grids("Gene", cache_dir=tmp_path, **offline)

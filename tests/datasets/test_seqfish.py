@@ -303,5 +303,5 @@ def test_damaged_download_archive_names_the_file(tmp_path, damage):
         zf.writestr("folder/table.txt", "x" * 5000)
     raw = archive.read_bytes()
     archive.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"not a zip archive")
-    with pytest.raises(ValueError, match=r"data\.zip: damaged zip archive .*downloaded again"):
+    with pytest.raises(ValueError, match=r"data\.zip: damaged or unsupported zip archive .*download it again"):
         _fetch._zip_member(archive, "table.txt")

@@ -9,9 +9,12 @@ allocation or a hang.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import tracemalloc
+import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -224,3 +227,34 @@ def mutate_text(draw, text: str, *, sep: str | None = ",", max_mutations: int = 
         pos = draw(st.integers(0, len(data)))
         data = data[:pos] + tail + data[pos:]
     return data
+
+
+# -- zip archives whose directory claims sizes ------------------------------------------------------
+
+#: A zip64 directory stores 64-bit sizes: a few KB of archive can claim 64 GiB for a member.
+ZIP64_CLAIM = 64 * 2**30
+
+
+def zip_with_claims(
+    members: Iterable[tuple[str, bytes]],
+    *,
+    compression: int = zipfile.ZIP_DEFLATED,
+    claims: dict[str, tuple[int | None, int | None]] | None = None,
+) -> bytes:
+    """A zip archive of ``members`` whose central directory claims other sizes for some of them.
+
+    ``claims`` maps a member name to the (uncompressed, compressed) sizes its directory entry states
+    (None keeps the true one); sizes above 4 GiB are written as a zip64 extra field, as zipfile does.
+    The local headers and the data keep the true sizes, as in a damaged or crafted archive.
+    """
+    claims = claims or {}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # duplicate names, when a caller wants them
+        for name, content in members:
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), content, compress_type=compression)
+        for info in zf.filelist:  # the central directory is written from these on close
+            file_size, compress_size = claims.get(info.filename, (None, None))
+            info.file_size = info.file_size if file_size is None else file_size
+            info.compress_size = info.compress_size if compress_size is None else compress_size
+    return buffer.getvalue()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import scipy.sparse
+from _fuzzing import ZIP64_CLAIM, zip_with_claims
 
 CORPUS = Path(__file__).parent / "corpus"
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
@@ -86,6 +87,35 @@ def metaimage_zip(folder: Path) -> None:
         },
         compression=zipfile.ZIP_STORED,
     )
+
+
+def metaimage_zip_refused(folder: Path) -> None:
+    """Archives of a few KB that every reader must refuse without allocating what they claim.
+
+    The zip64 directory of each ``*_zip64_*`` archive claims 64 GiB for ``energy.raw`` (its header's
+    DimSize asks for as much); the others are damaged the way downloads are: a bad CRC in
+    ``data_set.xml``, cut short, or not a zip at all.
+    """
+    mhd = _mhd((2048, 2048, 4096), "MET_FLOAT", "energy.raw").encode()  # 2**34 floats: 64 GiB
+    members = [("energy.mhd", mhd), ("energy.raw", bytes(12_000))]
+    for method, name, claim in [
+        (zipfile.ZIP_STORED, "stored", (ZIP64_CLAIM, ZIP64_CLAIM)),
+        (zipfile.ZIP_DEFLATED, "deflated", (ZIP64_CLAIM, None)),
+        (zipfile.ZIP_BZIP2, "bzip2", (ZIP64_CLAIM, None)),
+    ]:
+        archive = zip_with_claims(members, compression=method, claims={"energy.raw": claim})
+        (folder / f"Gene_P56_coronal_1_zip64_{name}.zip").write_bytes(archive)
+    energy = np.linspace(-1, 3, 2 * 3 * 2).astype("<f4")
+    xml = b"<?xml version='1.0'?><data-set><id>1</id></data-set>\n"
+    valid = zip_with_claims(
+        [("energy.mhd", _mhd((2, 3, 2), "MET_FLOAT", "energy.raw").encode()), ("energy.raw", energy.tobytes())]
+        + [("data_set.xml", xml)],
+        compression=zipfile.ZIP_STORED,
+    )
+    at = valid.index(b"<data-set>")
+    (folder / "Gene_P56_coronal_2_bad_crc.zip").write_bytes(valid[:at] + b"<dAta-set>" + valid[at + 10 :])
+    (folder / "Gene_P56_coronal_3_truncated.zip").write_bytes(valid[: len(valid) // 2])
+    (folder / "Gene_P56_coronal_4_random.zip").write_bytes(np.random.default_rng(0).bytes(2_000))
 
 
 ONTOLOGY_ROWS = [
@@ -370,6 +400,7 @@ def main() -> None:
     makers = {
         "metaimage": metaimage,
         "metaimage_zip": metaimage_zip,
+        "metaimage_zip_refused": metaimage_zip_refused,
         "ontology": ontology,
         "starmap_visual": starmap_visual,
         "rds": rds,

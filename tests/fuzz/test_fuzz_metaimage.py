@@ -1,15 +1,25 @@
 """Fuzz targets of ``sf.io.read_mhd``: .mhd/.raw pairs, inline .mha (plain and zlib), Allen zip archives."""
 
-import io
+import re
 import shutil
 import tempfile
-import warnings
+import tracemalloc
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-from _fuzzing import INTERESTING, check_reader, corpus, fuzz_settings, mutate_bytes, mutate_text
+import pytest
+from _fuzzing import (
+    INTERESTING,
+    ZIP64_CLAIM,
+    check_reader,
+    corpus,
+    fuzz_settings,
+    mutate_bytes,
+    mutate_text,
+    zip_with_claims,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +27,8 @@ import spatialfactors as sf
 
 SEEDS = corpus("metaimage", "*.mh[ad]")
 ZIP_SEEDS = corpus("metaimage_zip", "*.zip")
+#: Archives of a few KB claiming 64 GiB (zip64) or damaged: refused, whatever they are mutated into.
+REFUSED = corpus("metaimage_zip_refused", "*.zip")
 TYPES = ["MET_CHAR", "MET_UCHAR", "MET_SHORT", "MET_USHORT", "MET_INT", "MET_UINT", "MET_LONG", "MET_ULONG"]
 TYPES += ["MET_LONG_LONG", "MET_ULONG_LONG", "MET_FLOAT", "MET_DOUBLE"]
 SIZES = dict(zip(TYPES, [1, 1, 2, 2, 4, 4, 4, 4, 8, 8, 4, 8], strict=True))
@@ -172,12 +184,12 @@ def test_fuzz_metaimage_zip(data):
     else:
         items = list(members.items())
     method = draw(st.sampled_from([zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=method) as zf, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # duplicate member names are one of the edits
-        for name, content in items:
-            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), content, compress_type=method)
-    archive = buffer.getvalue()
+    claims = {}
+    if items and draw(st.booleans(), label="directory claims other sizes"):  # zip64 when above 4 GiB
+        sizes = st.sampled_from([None, 0, 1, 2**31, 2**32 - 1, 2**32, ZIP64_CLAIM, 2**63 - 1])
+        name = draw(st.sampled_from([n for n, _ in items]), label="member")
+        claims[name] = (draw(sizes, label="size"), draw(sizes, label="compressed size"))
+    archive = zip_with_claims(items, compression=method, claims=claims)
     if draw(st.booleans(), label="damage bytes"):
         archive = mutate_bytes(draw, archive)
     name = draw(st.sampled_from([None, None, "energy", "gridAnnotation", "x", "energy.mhd"]), label="name")
@@ -199,3 +211,43 @@ def test_corpus_seeds_are_valid(tmp_path):
         shutil.copy(seed, tmp_path / seed.name)
         array, header = sf.io.read_mhd(tmp_path / seed.name)
         assert array.shape == header["DimSize"] and array.size == np.prod(header["DimSize"]) > 1
+
+
+@pytest.mark.parametrize("archive", REFUSED, ids=lambda p: p.stem)
+def test_refused_archives_allocate_nothing_of_their_claims(archive, tmp_path):
+    # A 12 KB zip whose zip64 directory claims a 64 GiB member made read_mhd and read_aba allocate
+    # 64 GiB; a bad CRC in data_set.xml gave a raw BadZipFile before the volume was read.
+    path = tmp_path / archive.name
+    shutil.copy(archive, path)
+    labels = np.ones((2, 3, 2), "<u4")
+    (tmp_path / "annotation.raw").write_bytes(labels.tobytes())
+    (tmp_path / "annotation.mhd").write_text(
+        "NDims = 3\nDimSize = 2 3 2\nElementType = MET_UINT\nElementDataFile = annotation.raw\n"
+    )
+    readers = [lambda: sf.io.read_aba(path, tmp_path / "annotation.mhd")]
+    if "bad_crc" not in archive.stem:  # read_mhd does not read data_set.xml
+        readers.append(lambda: sf.io.read_mhd(path))
+    for read in readers:
+        tracemalloc.start()
+        try:
+            refused = rf"{re.escape(path.name)}.*(damaged|truncated|compression method)"
+            with pytest.raises(ValueError, match=refused) as info:
+                read()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB allocated before refusing"
+        if "zip64" in archive.stem and "bzip2" not in archive.stem:  # refused from the directory alone
+            assert "claims" in str(info.value) and "delete it and download it again" in str(info.value)
+
+
+@fuzz_settings(100)
+@given(data=st.data())
+def test_fuzz_refused_archives(data):
+    """The refused archives, byte-damaged: still refused or read, never an allocation of what they claim."""
+    seed = data.draw(st.sampled_from(REFUSED), label="seed")
+    archive = mutate_bytes(data.draw, seed.read_bytes())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / seed.name
+        path.write_bytes(archive)
+        check_reader(lambda: sf.io.read_mhd(path), [path.name], _valid_volume)

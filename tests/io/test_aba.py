@@ -287,3 +287,37 @@ def test_error_leaves_nothing_behind(synthetic):
     np.testing.assert_array_equal(mask, before_mask)
     # The same call without the broken file succeeds.
     assert sf.io.read_aba([good], annotation, mask=mask, ontology=onto).shape == (int(mask.sum()), 1)
+
+
+def _damage(archive: Path, how: str) -> None:
+    raw = archive.read_bytes()
+    if how == "random":
+        archive.write_bytes(np.random.default_rng(0).bytes(len(raw)))
+    elif how == "truncated":
+        archive.write_bytes(raw[: len(raw) // 2])
+    else:  # one byte of data_set.xml (stored): its CRC no longer matches
+        at = raw.index(b"<section-data-set>") + 1
+        archive.write_bytes(raw[:at] + b"S" + raw[at + 1 :])
+
+
+@pytest.mark.parametrize("how", ["random", "truncated", "bad_crc"])
+def test_damaged_gene_zip_names_the_file(synthetic, how):
+    # data_set.xml is read before the volume: zipfile's BadZipFile used to escape from there.
+    folder, labels, energy, _ = synthetic
+    gene = _allen_zip(folder / "Gene_P56_coronal_5_200um.zip", energy, xml_id=5)
+    _damage(gene, how)
+    with pytest.raises(ValueError, match=r"Gene_P56_coronal_5_200um\.zip: damaged or unsupported zip archive .*"
+                       r"delete it and download it again"):  # fmt: skip
+        sf.io.read_aba(gene, _annotation(folder, labels))
+
+
+def test_annotation_ids_beyond_int64(synthetic):
+    # uint64 ids >= 2**63 wrapped to negative region ids.
+    folder, labels, energy, _ = synthetic
+    big = labels.astype("<u8")
+    big[big == 320] = 2**63 + 320
+    (folder / "big.mhd").write_text(_header(big.shape, "MET_ULONG_LONG", "big.raw"))
+    (folder / "big.raw").write_bytes(big.tobytes(order="F"))
+    gene = _allen_zip(folder / "Gene_P56_coronal_5_200um.zip", energy)
+    with pytest.raises(ValueError, match=r"big\.mhd: the annotation holds the id 9223372036854776128, beyond"):
+        sf.io.read_aba(gene, folder / "big.mhd")

@@ -231,3 +231,18 @@ def test_multi_file_data_unsupported(tmp_path, volume):
     path.write_text(path.read_text().replace("ElementDataFile = grid.raw", "ElementDataFile = slice%03d.raw 1 4 1"))
     with pytest.raises(ValueError, match="multi-file MetaImage data"):
         sf.io.read_mhd(path)
+
+
+@pytest.mark.parametrize("spacing", ["0 200 200", "200 -200 200", "200 200 nan", "200 200 inf", "-0 -0 -0"])
+def test_spacing_must_be_positive(tmp_path, volume, spacing):
+    # An ElementSpacing of 0 or negative used to pass (and made read_aba's coordinates all 0 or mirrored).
+    path = write_pair(tmp_path, volume)
+    path.write_text(path.read_text().replace("ElementSpacing = 200 200 200", f"ElementSpacing = {spacing}"))
+    with pytest.raises(ValueError, match=r"grid\.mhd: `ElementSpacing` .* must be positive distances .*fix the header"):
+        sf.io.read_mhd(path)
+
+
+def test_zip_named_file_that_is_not_a_zip(tmp_path):
+    (tmp_path / "grid.zip").write_bytes(b"<html>Service unavailable</html>")
+    with pytest.raises(ValueError, match=r"grid\.zip: damaged or unsupported zip archive .*download it again"):
+        sf.io.read_mhd(tmp_path / "grid.zip")

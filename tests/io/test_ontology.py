@@ -231,3 +231,57 @@ def test_read_ontology_errors(tmp_path):
     bad.write_text("structure,label\n1,a\n")
     with pytest.raises(ValueError, match=r"bad.csv: The ontology table lacks the column\(s\) \['id', 'acronym'"):
         sf.io.read_ontology(bad)
+
+
+# -- cycles: a hierarchy that loops back on itself would make every walk down it run forever ---
+
+
+@pytest.mark.parametrize(
+    ("paths", "parents", "column", "ids"),
+    [
+        (["/8/997/", "/997/8/", "/997/8/315/", "/997/8/315/320/"], None, "structure_id_path", r"\[8, 997\]"),
+        (["/997/", "/997/8/315/8/", "/997/8/315/", "/997/8/315/320/"], None, "structure_id_path", r"\[8, 315\]"),
+        (["/997/", "/320/8/", "/8/315/", "/315/320/"], None, "structure_id_path", r"\[8, 315, 320\]"),
+        (None, [None, 320, 8, 315], "parent_structure_id", r"\[8, 315, 320\]"),
+        (None, [None, 8, 997, 315], "parent_structure_id", r"\[8\]"),
+    ],
+)
+def test_cycles_are_refused_naming_the_structures(tmp_path, paths, parents, column, ids):
+    table = _table()
+    if paths is None:
+        table = table.drop(columns="structure_id_path").assign(parent_structure_id=parents)
+    else:
+        table = table.drop(columns="parent_structure_id").assign(structure_id_path=paths)
+    table.to_csv(tmp_path / "s.csv", index=False)
+    message = rf"s\.csv: The ontology's `{column}` forms a cycle through the structures {ids} .*fix the `{column}`"
+    with pytest.raises(ValueError, match=message):
+        sf.io.read_ontology(tmp_path / "s.csv")
+
+
+def test_path_must_continue_the_parents_path():
+    table = _table().drop(columns="parent_structure_id")
+    table["structure_id_path"] = ["/997/", "/997/8/", "/997/8/315/", "/997/315/320/"]  # 315 is not under 997
+    with pytest.raises(ValueError, match=r"Structure 320: .* does not continue the path of its parent 315, /997/8"):
+        sf.io.Ontology(table)
+
+
+def test_descendants_visit_each_structure_once():
+    # Even should a loop get into the children (the constructor refuses them), the walk ends.
+    onto = sf.io.Ontology(_table())
+    onto._children[320].append(8)
+    assert onto.descendants(8) == [8, 315, 320]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (np.array([320, 2**63], dtype=np.uint64), r"holds the id 9223372036854775808, beyond the int64 range"),
+        (np.array([320, 1e19]), r"holds the id 1e\+19, beyond the int64 range"),
+        (np.array([320, np.inf]), "NaN, infinite or fractional"),
+    ],
+)
+def test_ids_beyond_int64_are_refused(ids, message):
+    onto = sf.io.Ontology(_table())
+    with pytest.raises(ValueError, match=message):
+        onto.acronym_of(ids)
+    np.testing.assert_array_equal(onto.at_depth(np.array([320, 8], dtype=np.uint64), 1), [8, 8])

@@ -1,5 +1,6 @@
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import spatialfactors as sf
@@ -43,3 +44,24 @@ def test_errors(voxels):
         sf.io.to_volume(adata, "nope")
     with pytest.raises(KeyError, match=r"uns\['aba'\]"):
         sf.io.to_volume(ad.AnnData(np.ones((2, 2))), np.ones(2))
+
+
+def test_series_is_placed_by_its_index(voxels):
+    # A Series in another order than obs_names used to be placed by position.
+    adata, mask = voxels
+    values = np.arange(adata.n_obs, dtype=float)
+    series = pd.Series(values, index=adata.obs_names)[::-1]
+    np.testing.assert_array_equal(sf.io.to_volume(adata, series)[mask], values)
+    np.testing.assert_array_equal(sf.io.to_volume(adata, series.to_numpy())[mask], values[::-1])  # arrays: by position
+
+
+def test_series_with_another_index_is_refused(voxels):
+    adata, _ = voxels
+    with pytest.raises(ValueError, match=r"index does not match `adata.obs_names`: .*pass `values.to_numpy\(\)`"):
+        sf.io.to_volume(adata, pd.Series(np.ones(adata.n_obs)))  # a RangeIndex: not voxel names
+    renamed = pd.Series(np.ones(adata.n_obs), index=[*adata.obs_names[:-1], "other"])
+    with pytest.raises(ValueError, match=r"1 voxels have no value .* 1 labels are not voxels \(e\.g\. \['other'\]\)"):
+        sf.io.to_volume(adata, renamed)
+    repeated = pd.Series(np.ones(adata.n_obs), index=[adata.obs_names[0], *adata.obs_names[:-1]])
+    with pytest.raises(ValueError, match="index repeats labels"):
+        sf.io.to_volume(adata, repeated)

@@ -305,3 +305,53 @@ def test_prior_from_data_steps_solve_their_programs(small_tissue):
     fit.solver = "cvxpy"
     fit.x_map(own)
     torch.testing.assert_close(fast, fit.x, atol=1e-3 * float(fit.x.abs().max()), rtol=0)
+
+
+def test_sparse_input_gives_the_dense_fit(small_tissue):
+    y, a, groups, _ = small_tissue
+    y = np.where(y < np.quantile(y, 0.4), 0.0, y)  # 40% zeros, as in a sparse panel
+    # Two iterations: the products differ in rounding only (~1e-15), which later active-set
+    # switches of the non-convex fit can amplify.
+    dense = fit_hmrf(y, a, 3, groups=groups, max_iter=2, tol=None)
+    sparse = fit_hmrf(sp.csr_matrix(y), a, 3, groups=groups, max_iter=2, tol=None)
+    np.testing.assert_allclose(sparse.X, dense.X, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(sparse.M, dense.M, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(sparse.history["objective"], dense.history["objective"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_residual_without_the_residual_matrix_is_exact(small_tissue, sparse):
+    y, a, _, _ = small_tissue
+    fit = _Fit(
+        sp.csr_matrix(y) if sparse else torch.tensor(y),
+        a,
+        3,
+        lambda_x=1.0,
+        lambda_sigma=1e-4,
+        solver="fast",
+        dtype=torch.float64,
+        device="cpu",
+    )
+    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
+    fit.x_plain()
+    direct = float(((torch.tensor(y) - fit.x @ fit.m.T) ** 2).sum())
+    # ||y||^2 - 2 <X, yM> + <X M^T M, X> cancels ~1e-16 ||y||^2: far below this residual.
+    assert fit.rss() == pytest.approx(direct, rel=1e-10)
+    np.testing.assert_allclose(fit.y_t(fit.x).numpy(), y.T @ fit.x.numpy(), rtol=1e-12)
+
+
+def test_chunked_programs_and_subset_start_match_the_whole(small_tissue, monkeypatch):
+    import spatialfactors.models.hmrf as hmrf
+
+    y, a, groups, m = small_tissue
+    whole = fit_hmrf(y, a, 3, groups=groups, max_iter=5, tol=None)
+    monkeypatch.setattr(hmrf, "QP_CHUNK", 50)  # 288 cells in 6 chunks: every program is per cell
+    chunked = fit_hmrf(y, a, 3, groups=groups, max_iter=5, tol=None)
+    np.testing.assert_allclose(chunked.X, whole.X, rtol=1e-9, atol=1e-12)
+    # k-means on a random 150 of the 288 cells still finds the three mixtures (well separated)
+    # and is deterministic for a seed.
+    monkeypatch.setattr(hmrf, "KMEANS_CELLS", 150)
+    sub = hmrf._initial_metagenes(y, 3, 0)
+    assert np.array_equal(sub, hmrf._initial_metagenes(y, 3, 0))
+    corr = np.corrcoef(sub.T, m.T)[:3, 3:]
+    assert np.sort(corr.max(1)).min() > 0.9

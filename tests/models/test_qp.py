@@ -111,3 +111,17 @@ def test_project_simplex_is_the_closest_point():
     d_p = ((v - p) ** 2).sum(1)
     d_o = ((v[:, None, :] - other) ** 2).sum(2)
     assert (d_o >= d_p[:, None] - 1e-12).all()
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+def test_batched_qp_singular_q_is_solved(simplex):
+    """Rank-deficient Q (identical metagenes, data of rank 1) made the KKT solve fail; the optimum is reached."""
+    rng = np.random.default_rng(3)
+    m = rng.random((20, 1)).repeat(4, axis=1)  # four identical columns: Q of rank one
+    q_mat, alpha = m.T @ m, rng.random(30) + 0.5
+    q = rng.normal(size=(30, 4)) * 4 - (0 if simplex else 4)
+    ours = batched_qp(torch.tensor(q_mat), torch.tensor(alpha), torch.tensor(q), simplex=simplex).numpy()
+    ref = batched_qp_cvxpy(q_mat, alpha, q, simplex=simplex)
+    assert np.isfinite(ours).all() and (ours >= 0).all()
+    f_ours, f_ref = _objective(q_mat, alpha, q, ours), _objective(q_mat, alpha, q, ref)
+    assert ((f_ours - f_ref) / np.maximum(np.abs(f_ref), 1e-12)).max() < 1e-6

@@ -65,3 +65,14 @@ def test_bad_arguments(dictionary):
         instability([dictionary, dictionary], "cosine")
     with pytest.raises(ValueError, match="`metric` must be one of"):
         dissimilarity(np.eye(2), "cosine")
+
+
+def test_memory_estimates_grow_with_the_replicates():
+    """The instability's Gram matrix grows with the square of the replicates: the guard must see it."""
+    from spatialfactors.models.stability import instability_bytes
+    from spatialfactors.models.stanmf import bootstrap_bytes, sweep_bytes
+
+    small, large = (sweep_bytes(100, 50, 5, itemsize=4, n_replicates=n) for n in (100, 10_000))
+    assert large > 5_000 * small  # about quadratic: x100 replicates, x7,500 memory
+    assert large >= instability_bytes(10_000, 100, 5) + bootstrap_bytes(50, 10_000)
+    assert instability_bytes(10_000, 100, 5) >= (10_000 * 5) ** 2 * 8  # the float64 Gram matrix itself

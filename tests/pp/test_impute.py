@@ -213,3 +213,19 @@ def test_bad_input_leaves_adata_unchanged(mutate, kwargs, error, match):
         np.testing.assert_array_equal(adata.X, before.X)
     assert "impute_voxels" not in adata.uns
     assert list(adata.obsm) == list(before.obsm)
+
+
+def test_hold_out_pcc_of_a_constant_gene_warns():
+    """A constant gene has no correlation: NaN for it only, with a warning naming it."""
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    adata = _synthetic(n_genes=4)
+    adata = adata[:, [0, 1, 3]].copy()
+    x = adata.X.copy()
+    x[:, 1] = np.where(np.isnan(x[:, 1]), np.nan, 2.0)
+    adata.X = x
+    with pytest.warns(UndefinedScoreWarning, match=rf"hold-out PCC of 1 gene\(s\) \(e.g. \['{adata.var_names[1]}'\]\)"):
+        sf.pp.impute_voxels(adata, evaluate=True, n_holdout=20)
+    pcc = adata.uns["impute_voxels"]["per_gene"]["pcc"]
+    assert pcc.isna().tolist() == [False, True, False]
+    assert adata.uns["impute_voxels"]["per_gene"]["mae"].iloc[1] == 0.0  # the constant gene is imputed exactly

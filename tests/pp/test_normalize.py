@@ -54,3 +54,17 @@ def test_bad_input_leaves_adata_unchanged(mutate, kwargs, error, match):
     with pytest.raises(error, match=match):
         sf.pp.normalize_spicemix(adata, **kwargs)
     np.testing.assert_array_equal(adata.X, before)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_backed_counts_are_refused_with_the_fix(tmp_path, sparse):
+    """Backed X gave an AttributeError (dense) or "got Python objects" (sparse); the message names `to_memory`."""
+    x = np.arange(1.0, 13.0).reshape(4, 3)
+    ad.AnnData(sp.csr_matrix(x) if sparse else x).write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(TypeError, match=r"`adata.X` is read from the file .*`adata = adata.to_memory\(\)`"):
+        sf.pp.normalize_spicemix(backed)
+    backed.file.close()
+    memory = ad.read_h5ad(tmp_path / "a.h5ad")
+    sf.pp.normalize_spicemix(memory)  # loaded into memory, the same data work
+    assert np.isfinite(memory.X.toarray() if sparse else memory.X).all()

@@ -76,3 +76,14 @@ def test_cells_without_a_reference_label_are_left_out(blobs):
     expected = adjusted_rand_score(blobs.obs["truth"][known], blobs.obs["spicemix_clusters"][known])
     assert uns["ari"] == pytest.approx(expected) and uns["ari"] == pytest.approx(1.0)  # NaN is not a class
     assert uns["nmi"] == pytest.approx(1.0)
+
+
+def test_identical_states_warn_that_the_index_is_undefined(blobs):
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    blobs.obsm["X_spicemix"] = np.ones_like(blobs.obsm["X_spicemix"])
+    with pytest.warns(UndefinedScoreWarning, match=r"Calinski-Harabasz index of \[3\] clusters.*1 distinct"):
+        sf.tl.cluster_latent(blobs, n_clusters=3)
+    assert blobs.obs["spicemix_clusters"].nunique() == 1
+    with pytest.raises(ValueError, match="1 distinct latent state"):
+        sf.tl.cluster_latent(blobs, n_clusters=[2, 3], key_added="again")

@@ -276,3 +276,31 @@ def test_level_must_be_known():
     with pytest.raises(ValueError, match="level"):
         sf.tl.link_regions(adata, ontology=_FakeOntology(), level="fine")
     assert "link_regions" not in adata.uns
+
+
+def _three_regions():
+    labels = np.repeat([[[1, 1, 2, 2, 3, 3]]], 2, axis=0)
+    adata = _voxel_adata(labels)
+    ids = adata.obs["region_id"].to_numpy()
+    adata.obsm["X_stanmf"] = np.stack([ids == 2, np.isin(ids, [2, 3]), np.ones(ids.size)], axis=1).astype(float)
+    return adata
+
+
+def test_constant_pattern_warns_and_scores_nan():
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    adata = _three_regions()
+    with pytest.warns(UndefinedScoreWarning, match=r"pattern\(s\) \['PP3'\] with every region set"):
+        sf.tl.link_regions(adata, max_regions=2)
+    corr = adata.uns["link_regions"]["correlation"]
+    assert corr.loc["PP3"].isna().all() and corr.loc[["PP1", "PP2"]].notna().all().all()
+
+
+def test_single_region_covering_every_voxel_warns():
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    adata = _three_regions()
+    adata.obs["region_id"] = 1
+    with pytest.warns(UndefinedScoreWarning, match="region 1 is undefined .* covers every voxel"):
+        sf.tl.link_regions(adata, max_regions=1)
+    assert adata.uns["link_regions"]["correlation"].isna().all().all()

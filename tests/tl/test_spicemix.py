@@ -291,3 +291,32 @@ def test_max_distance_equals_pruning_the_graph_by_hand(small):
     adata.obsp["spatial_connectivities"] = conn
     ref = sf.tl.spicemix(adata, 5, library_key="fov", max_iter=3, copy=True)
     np.testing.assert_array_equal(out.obsm["X_spicemix"], ref.obsm["X_spicemix"])
+
+
+def test_unused_field_of_view_category_is_ignored(small):
+    """An unused category of `library_key` failed after the fit (zip of scales and categories)."""
+    adata = small.copy()
+    ref = sf.tl.spicemix(adata, 4, library_key="fov", max_iter=2, copy=True)
+    adata.obs["fov"] = adata.obs["fov"].cat.add_categories(["unused"])
+    out = sf.tl.spicemix(adata, 4, library_key="fov", max_iter=2, copy=True)
+    assert out.uns["spicemix"]["scale"] == ref.uns["spicemix"]["scale"]
+    assert "unused" not in out.uns["spicemix"]["scale"]
+    np.testing.assert_array_equal(out.obsm["X_spicemix"], ref.obsm["X_spicemix"])
+
+
+def test_rank_one_data_is_fitted():
+    """Data of rank one make the metagenes collinear: the QP's singular KKT systems are solved, not an error."""
+    adata = _cortex(n_fovs=1, n_cells=80)
+    adata.X = np.outer(np.asarray(adata.X.sum(1)).ravel(), np.linspace(1.0, 2.0, adata.n_vars))
+    sf.tl.spicemix(adata, 3, max_iter=2)
+    assert np.isfinite(adata.obsm["X_spicemix"]).all() and np.isfinite(adata.varm["spicemix_metagenes"]).all()
+    np.testing.assert_allclose(adata.varm["spicemix_metagenes"].sum(0), 1.0, rtol=1e-6)
+
+
+def test_memory_guard_counts_the_replicates(small, monkeypatch):
+    """A huge `n_replicates` grew until killed; the guard now counts the resamples and the instability."""
+    monkeypatch.setenv("SPATIALFACTORS_AVAILABLE_MEMORY", str(2**40))
+    adata = small.copy()
+    with pytest.raises(MemoryError, match="with 10000000 replicates per K needs"):
+        sf.tl.spicemix(adata, [2, 3], library_key="fov", n_replicates=10**7)
+    assert "X_spicemix" not in adata.obsm

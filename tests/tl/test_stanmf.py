@@ -195,3 +195,144 @@ def test_bad_input_leaves_adata_unchanged(planted, mutate, kwargs, error, match)
     with pytest.raises(error, match=match):
         sf.tl.stanmf(adata, **kwargs)
     _assert_unchanged(adata, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# Round two of the reliability review: scale, graphs, stale results, backed data, devices
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalised_fit(adata):
+    """The fitted patterns scaled to unit columns, and the reconstruction W H^T."""
+    w, h = adata.obsm["X_stanmf"].astype(np.float64), adata.varm["stanmf_loadings"].astype(np.float64)
+    return w / np.linalg.norm(w, axis=0), w @ h.T
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype", "working"),
+    [(1e26, np.float32, "float32"), (1e-26, np.float32, "float32"), (1e200, np.float64, "float64")],
+)
+def test_scale_of_the_data_does_not_change_the_patterns(planted, scale, dtype, working):
+    """NMF is scale-equivariant: X * c gives the patterns of X and c times its reconstruction (was all NaN)."""
+    x, _, _, coords = planted
+    ref = _adata(x, coords)
+    sf.tl.stanmf(ref, n_components=4, pca=False, dtype=working)
+    big = ad.AnnData((x.astype(np.float64) * scale).astype(dtype), obsm={"spatial": coords})
+    sf.tl.stanmf(big, n_components=4, pca=False, dtype=working)
+    (w_ref, r_ref), (w_big, r_big) = _normalised_fit(ref), _normalised_fit(big)
+    assert np.isfinite(w_big).all() and np.isfinite(big.varm["stanmf_loadings"]).all()
+    # The same patterns up to order (unit columns): the largest data value only sets the float32 rounding.
+    c = w_ref.T @ w_big
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    assert c[rows, cols].min() > 1 - 1e-4
+    np.testing.assert_allclose(r_big / scale, r_ref, rtol=1e-3, atol=1e-3 * np.abs(r_ref).max())
+    err_ref, err_big = ref.uns["stanmf"]["reconstruction_err"], big.uns["stanmf"]["reconstruction_err"]
+    assert err_big / scale == pytest.approx(err_ref, rel=1e-3)
+
+
+def test_one_entry_at_the_float32_maximum_gives_finite_factors(planted):
+    """A single huge (finite) entry was torch's "non-finite values" error; its pattern is now the fit's first."""
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    x, _, _, coords = planted
+    x = x.astype(np.float32)
+    x[0, 0] = np.finfo(np.float32).max
+    adata = _adata(x, coords)
+    sq.gr.spatial_neighbors_grid(adata, n_neighs=4)
+    with pytest.warns(UndefinedScoreWarning, match="Moran's I of nmf pattern"):  # the other patterns are empty
+        sf.tl.stanmf(adata, n_components=2, pca=False)
+    w, h = adata.obsm["X_stanmf"], adata.varm["stanmf_loadings"]
+    assert np.isfinite(w).all() and np.isfinite(h).all()
+    recon = w.astype(np.float64) @ h.T.astype(np.float64)
+    assert recon[0, 0] == pytest.approx(float(np.finfo(np.float32).max), rel=1e-3)
+    # Undefined Moran's I is NaN only for the constant pattern, said in the warning.
+    morans = adata.uns["stanmf"]["morans_i"]
+    constant = np.ptp(w, axis=0) == 0
+    assert (morans["morans_i"].isna().to_numpy() == constant).all()
+
+
+def test_data_beyond_float32_factors_is_refused_before_the_fit(planted):
+    x, _, _, coords = planted
+    adata = ad.AnnData(x * 1e200, obsm={"spatial": coords})
+    with pytest.raises(ValueError, match=r"The data reach .* pass `dtype='float64'`"):
+        sf.tl.stanmf(adata, n_components=2, pca=False)
+    assert "X_stanmf" not in adata.obsm
+
+
+def test_dense_graph_gives_the_same_morans_i(planted):
+    """A dense ndarray graph in `.obsp` failed inside squidpy after the fit; it is read as the sparse graph."""
+    x, _, _, coords = planted
+    sparse = _adata(x, coords)
+    sq.gr.spatial_neighbors_grid(sparse, n_neighs=4)
+    dense = sparse.copy()
+    dense.obsp["spatial_connectivities"] = sparse.obsp["spatial_connectivities"].toarray()
+    for a in (sparse, dense):
+        sf.tl.stanmf(a, n_components=3, pca=False)
+    pd.testing.assert_frame_equal(sparse.uns["stanmf"]["morans_i"], dense.uns["stanmf"]["morans_i"])
+
+
+def test_graph_without_edges_warns_and_skips_morans_i(planted):
+    from spatialfactors._validation import UndefinedScoreWarning
+
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    adata.obsp["spatial_connectivities"] = sp.csr_matrix((adata.n_obs, adata.n_obs))
+    with pytest.warns(UndefinedScoreWarning, match="has no edges"):
+        sf.tl.stanmf(adata, n_components=3, pca=False)
+    assert "morans_i" not in adata.uns["stanmf"] and "X_stanmf" in adata.obsm
+
+
+def test_refit_under_another_factorisations_key_leaves_nothing_stale(planted):
+    """staNMF over a SpiceMix result (and back) under one key: only the new run's slots remain."""
+    x, _, _, coords = planted
+    adata = _adata(x[:120, :30], coords[:120])
+    sq.gr.spatial_neighbors_delaunay(adata)
+    sf.tl.spicemix(adata, 3, max_iter=1, key_added="f")
+    sf.tl.stanmf(adata, n_components=4, key_added="f")
+    assert "f_metagenes" not in adata.varm and adata.uns["f"]["loadings_key"] == "f_loadings"
+    sf.tl.pattern_genes(adata, key="f")
+    assert adata.varm["f_importance"].shape == (30, 4)
+    sf.tl.spicemix(adata, 3, max_iter=1, key_added="f")
+    assert "f_loadings" not in adata.varm and "X_f_pca" not in adata.obsm
+    sf.tl.pattern_genes(adata, key="f")
+    np.testing.assert_allclose(
+        adata.varm["f_importance"], adata.varm["f_metagenes"] / adata.varm["f_metagenes"].sum(1, keepdims=True)
+    )
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_backed_adata_is_refused_before_the_fit(planted, tmp_path, sparse):
+    x, _, _, coords = planted
+    adata = _adata(x[:, :20], coords)
+    if sparse:
+        adata.X = sp.csr_matrix(adata.X)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(TypeError, match=r"`adata.X` is read from the file .* `adata = adata.to_memory\(\)`"):
+        sf.tl.stanmf(backed, n_components=2)
+    assert "X_stanmf" not in backed.obsm and "stanmf" not in backed.uns
+    backed.file.close()
+
+
+def test_copy_of_a_backed_adata_is_refused_before_the_work(planted, tmp_path):
+    """`copy=True` on a backed AnnData failed after the work; every tool now says so first."""
+    x, _, _, coords = planted
+    adata = _adata(x[:, :20], coords)
+    sf.tl.stanmf(adata, n_components=2, pca=False)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"`copy=True` needs an AnnData in memory.*to_memory\(\)"):
+        sf.tl.pattern_genes(backed, copy=True)
+    sf.tl.pattern_genes(backed)  # in place works: the results go to the in-memory slots
+    assert "stanmf_importance" in backed.varm
+    backed.file.close()
+
+
+def test_device_accepts_torch_devices(planted):
+    import torch
+
+    x, _, _, coords = planted
+    a, b = _adata(x, coords), _adata(x, coords)
+    sf.tl.stanmf(a, n_components=3, pca=False, device="cpu")
+    sf.tl.stanmf(b, n_components=3, pca=False, device=torch.device("cpu"))
+    np.testing.assert_array_equal(a.obsm["X_stanmf"], b.obsm["X_stanmf"])

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pooch
+
+from spatialfactors.io._zip import open_zip, read_member
 
 #: Host of the raw files of public GitHub repositories (``<host>/<owner>/<repo>/<commit>/<path>``).
 GITHUB_RAW = "https://raw.githubusercontent.com"
@@ -108,20 +108,18 @@ def _derived(folder: Path, fname: str, sha256: str | None, make: Callable[[], by
     return target
 
 
-def _zip_member(archive: Path, member: str) -> bytes:
-    """Read ``member`` (a path inside the archive, or just its file name) from a zip archive."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            names = zf.namelist()
-            hits = [n for n in names if n == member] or [n for n in names if n.rsplit("/", 1)[-1] == member]
-            if len(hits) != 1:
-                raise ValueError(f"{archive.name} has {len(hits)} members named {member!r}; it holds {names[:20]}.")
-            return zf.read(hits[0])
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
-        # A damaged or truncated download: say which archive and how to get a fresh copy.
-        raise ValueError(
-            f"{archive}: damaged zip archive ({type(err).__name__}: {err}); delete it so that it is downloaded again."
-        ) from None
+def _zip_member(archive: Path, member: str, limit: int = 1 << 30) -> bytes:
+    """Read ``member`` (a path inside the archive, or just its file name) from a zip archive.
+
+    A damaged archive, or a member claiming more than ``limit`` bytes or more than the archive can
+    hold, fails naming the archive and the fix (delete it and download again) before the member is read.
+    """
+    with open_zip(archive) as zf:
+        names = zf.namelist()
+        hits = [n for n in names if n == member] or [n for n in names if n.rsplit("/", 1)[-1] == member]
+        if len(hits) != 1:
+            raise ValueError(f"{archive.name} has {len(hits)} members named {member!r}; it holds {names[:20]}.")
+        return read_member(zf, zf.getinfo(hits[0]), archive, limit)
 
 
 def _dataset_folder(path: str | os.PathLike, subdir: str, needed: Iterable[str]) -> Path:

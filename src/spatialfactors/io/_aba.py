@@ -7,7 +7,6 @@ import re
 import time
 import warnings
 import xml.etree.ElementTree as ET
-import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ from tqdm.auto import tqdm
 from spatialfactors._validation import _assert_bool, _assert_choice, _assert_fits_memory
 
 from ._metaimage import read_mhd
-from ._ontology import Ontology, _as_ontology
+from ._ontology import Ontology, _as_ontology, _structure_ids
+from ._zip import is_zip, open_member, open_zip
 
 # Allen's grid downloads are named <Symbol>_P56_<plane>_<SectionDataSet id>_<resolution>um.zip;
 # symbols may hold '_', '.', '-', '*' (the manifest marks unconfirmed RIKEN symbols with '*').
@@ -34,16 +34,16 @@ def _data_set_xml(path: Path, *, need_plane: bool) -> dict:
     The file is 0.1-0.2 MB (mostly the section image list); it is parsed incrementally and left as
     soon as the top-level ``<id>`` is seen, unless the plane (the last field) is still needed.
     """
-    if path.suffix.lower() != ".zip":
+    if not is_zip(path):
         return {}
     out: dict = {}
-    with zipfile.ZipFile(path) as zf:
+    with open_zip(path) as zf:
         member = next((n for n in zf.namelist() if Path(n).name == "data_set.xml"), None)
         if member is None:
             return {}
         parser = ET.XMLPullParser(events=("start", "end"))
         depth = 0
-        with zf.open(member) as fh:
+        with open_member(zf, zf.getinfo(member), path) as (fh, _):
             try:
                 while chunk := fh.read(1 << 14):
                     parser.feed(chunk)
@@ -230,7 +230,7 @@ def read_aba(
     # Obs are the mask's voxels in C order of the grid (the order `to_volume` places them back in).
     voxels = np.nonzero(mask)
     flat = np.flatnonzero(mask)
-    region_id = labels[voxels].astype(np.int64)
+    region_id = _structure_ids(labels[voxels], f"{where}: the annotation")
 
     obs = pd.DataFrame({"region_id": region_id}, index=pd.Index([f"voxel_{i}" for i in flat]))
     if ontology is not None:
@@ -290,7 +290,7 @@ def read_aba(
 
 def _has_several_headers(path: Path) -> bool:
     """Tell whether a zip holds several MetaImages (e.g. energy + density), so that ``energy`` is picked."""
-    if path.suffix.lower() != ".zip" or not zipfile.is_zipfile(path):
+    if not is_zip(path):
         return False
-    with zipfile.ZipFile(path) as zf:
+    with open_zip(path) as zf:
         return sum(Path(n).suffix.lower() in (".mhd", ".mha") for n in zf.namelist()) > 1

@@ -7,7 +7,6 @@ as a zip with one ``.mhd``/``.raw`` pair (``energy.mhd`` or ``gridAnnotation.mhd
 
 from __future__ import annotations
 
-import lzma
 import math
 import os
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
+
+from ._zip import is_zip, open_member, open_zip
 
 # MetaIO element types and their sizes (MetaIO's metaTypes.h: MET_LONG/MET_ULONG are 4 bytes,
 # the 8-byte integers are MET_LONG_LONG/MET_ULONG_LONG).
@@ -35,15 +36,11 @@ _ELEMENT_TYPES: dict[str, str] = {
     "MET_DOUBLE": "f8",
 }
 _HEADER_SUFFIXES = (".mhd", ".mha")
+_CHUNK = 1 << 20
 _MAX_HEADER_BYTES = 1 << 16  # headers are a few hundred bytes; stop before reading a binary file as text
 _TEXT_KEYS = ("ElementDataFile", "ElementType", "ObjectType", "AnatomicalOrientation", "Comment", "Name")
 _FLOAT_KEYS = ("ElementSpacing", "ElementSize", "Offset", "Position", "Origin", "CenterOfRotation", "TransformMatrix")
 _TUPLE_KEYS = ("DimSize", *_FLOAT_KEYS)
-# What zipfile and its decompressors raise on damaged archives and members.
-_ZIP_ERRORS = (
-    *(zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, OSError),
-    UnicodeDecodeError,  # member names flagged UTF-8 that are not
-)
 
 
 def _parse_value(key: str, text: str):
@@ -118,6 +115,11 @@ def _shape(header: dict, where: str) -> tuple[int, ...]:
     for key in ("ElementSpacing", "ElementSize"):
         if key in header and (not isinstance(header[key], tuple) or len(header[key]) != len(dims)):
             raise ValueError(f"{where}: `{key}` {header[key]!r} does not have one value per dimension ({len(dims)}).")
+        if key in header and not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in header[key]):
+            raise ValueError(
+                f"{where}: `{key}` {' '.join(map(str, header[key]))} must be positive distances (one per axis, e.g. "
+                f"'{key} = 200 200 200' for Allen's 200 um grids); fix the header."
+            )
     return dims
 
 
@@ -138,8 +140,8 @@ def _read_exact(stream: IO[bytes], out: np.ndarray) -> int:
     """Fill ``out`` from ``stream`` without an intermediate copy; return the number of bytes read."""
     view = memoryview(out.reshape(-1).view(np.uint8))
     got = 0
-    while got < len(view):
-        n = stream.readinto(view[got:])
+    while got < len(view):  # in chunks: a stream may copy what one call asks for
+        n = stream.readinto(view[got : got + _CHUNK])
         if not n:
             break
         got += n
@@ -226,53 +228,36 @@ def _pick_member(names: list[str], name: str | None, where: str) -> str:
 
 
 def _read_from_zip(path: Path, name: str | None) -> tuple[np.ndarray, dict]:
-    try:
-        return _read_zip_members(path, name)
-    except FileNotFoundError:  # ours: a member the header names is not there
-        raise
-    except _ZIP_ERRORS as err:
-        # A damaged archive fails inside zipfile or a decompressor; say which archive, not their internals.
-        raise ValueError(f"{path}: damaged or unsupported zip archive ({type(err).__name__}: {err}).") from None
+    # A damaged archive fails inside zipfile or a decompressor: `open_zip` says which archive and the fix.
+    with open_zip(path) as zf:
+        return _read_zip_members(zf, path, name)
 
 
-def _check_compression(info: zipfile.ZipInfo, path: Path) -> None:
-    # LZMA members carry their own dictionary size, which the decompressor allocates whatever the
-    # member's size (4 GiB for a damaged one); Allen's archives are deflated.
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2):
-        raise ValueError(
-            f"{path}: member {info.filename!r} uses zip compression method {info.compress_type}; "
-            "only stored, deflate and bzip2 members are read (Allen's archives are deflated)."
-        )
-
-
-def _read_zip_members(path: Path, name: str | None) -> tuple[np.ndarray, dict]:
-    zf = zipfile.ZipFile(path)
-    with zf:
-        names = zf.namelist()
-        member = _pick_member(names, name, str(path))
-        where = f"{path}::{member}"
-        info = zf.getinfo(member)
-        _check_compression(info, path)
-        with zf.open(info) as fh:
-            head = fh.read(min(info.file_size, _MAX_HEADER_BYTES))
-        header, offset = _parse_header(head, where)
-        _check_supported(header, where)
-        data_file = header["ElementDataFile"]
-        if data_file.upper() == "LOCAL":
-            data_member, start = member, offset
-        else:
-            data_member = str(PurePosixPath(member).parent / data_file).removeprefix("./")
-            start = 0
-            if data_member not in names:
-                raise FileNotFoundError(
-                    f"{where}: the data file {data_file!r} named by `ElementDataFile` is not in the archive; "
-                    f"members: {names}."
-                )
-        data_info = zf.getinfo(data_member)
-        _check_compression(data_info, path)
-        with zf.open(data_info) as fh:
-            fh.read(start)
-            array = _decode(fh, data_info.file_size - start, header, where, f"{data_member!r} in the archive")
+def _read_zip_members(zf: zipfile.ZipFile, path: Path, name: str | None) -> tuple[np.ndarray, dict]:
+    names = zf.namelist()
+    member = _pick_member(names, name, str(path))
+    where = f"{path}::{member}"
+    info = zf.getinfo(member)
+    with open_member(zf, info, path) as (fh, size):
+        head = fh.read(min(size, _MAX_HEADER_BYTES))
+    header, offset = _parse_header(head, where)
+    _check_supported(header, where)
+    data_file = header["ElementDataFile"]
+    if data_file.upper() == "LOCAL":
+        data_member, start = member, offset
+    else:
+        data_member = str(PurePosixPath(member).parent / data_file).removeprefix("./")
+        start = 0
+        if data_member not in names:
+            raise FileNotFoundError(
+                f"{where}: the data file {data_file!r} named by `ElementDataFile` is not in the archive; "
+                f"members: {names}."
+            )
+    # `open_member` checks the member's claimed size against the archive; `_decode` checks it against
+    # the header's: both before anything of that size is allocated.
+    with open_member(zf, zf.getinfo(data_member), path) as (fh, size):
+        fh.read(start)
+        array = _decode(fh, size - start, header, where, f"{data_member!r} in the archive")
     return array, header
 
 
@@ -344,7 +329,7 @@ def read_mhd(path: str | os.PathLike, *, name: str | None = None) -> tuple[np.nd
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MetaImage file or archive not found: {path}.")
-    if zipfile.is_zipfile(path):
+    if is_zip(path):  # also a damaged .zip: the archive reader names it and the fix
         return _read_from_zip(path, name)
     if path.suffix.lower() not in _HEADER_SUFFIXES:
         raise ValueError(f"{path}: expected a .mhd or .mha MetaImage header or a .zip archive.")

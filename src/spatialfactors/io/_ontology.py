@@ -56,6 +56,15 @@ def _rgb_to_hex(rgb: object) -> str:
     return "".join(f"{v:02X}" for v in values)
 
 
+def _raise_cycle(cycle: list[int], column: str) -> None:
+    """Fail for structures whose hierarchy loops back on itself (they would have no root)."""
+    loop = " -> ".join(map(str, [*cycle, cycle[0]]))
+    raise ValueError(
+        f"The ontology's `{column}` forms a cycle through the structures {sorted(set(cycle))} ({loop}, child -> "
+        f"parent); fix the `{column}` of one of them so that every structure leads up to the root."
+    )
+
+
 def _integer_column(df: pd.DataFrame, column: str, *, allow_missing: bool) -> pd.Series:
     """Column of structure ids as Int64; non-integer values fail naming a few of them."""
     values = df[column]
@@ -66,6 +75,33 @@ def _integer_column(df: pd.DataFrame, column: str, *, allow_missing: bool) -> pd
     if len(bad):
         raise ValueError(f"`{column}` must hold integer structure ids; found {bad.head(3).tolist()}.")
     return pd.array([None if pd.isna(v) else int(v) for v in numbers], dtype="Int64")
+
+
+def _structure_ids(values, what: str, *, negative_ok: bool = False) -> np.ndarray:
+    """Structure ids as int64 (0: no structure); fractional, non-finite, negative or too large ids fail.
+
+    Ids are int64 everywhere (obs columns, ontology tables); an unsigned id of 2**63 or more would
+    wrap to a negative number in the cast, so it is refused instead of being cast.
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{what}: structure ids must be integers; found NaN, infinite or fractional values.")
+        if arr.size and np.abs(arr).max() >= 2**63:
+            big = arr.flat[int(np.abs(arr).argmax())]
+            raise ValueError(f"{what} holds the id {big:g}, beyond the int64 range of structure ids (< 2**63).")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"{what}: structure ids must be integers, got dtype {arr.dtype}.")
+    elif arr.dtype.kind == "u" and arr.dtype.itemsize >= 8 and arr.size and arr.max() >= 2**63:
+        raise ValueError(
+            f"{what} holds the id {int(arr.max())}, beyond the int64 range of structure ids (< 2**63); "
+            "Allen's structure ids are below 2**32: the data are damaged or not structure ids."
+        )
+    out = arr.astype(np.int64)
+    if not negative_ok and out.size and out.min() < 0:
+        raise ValueError(f"{what} holds negative structure ids (e.g. {int(out.min())}); 0 marks no structure.")
+    return out
 
 
 class Ontology:
@@ -198,9 +234,11 @@ class Ontology:
             for start in df["id"].tolist():
                 chain: list[int] = []  # start, its parent, ... up to the first structure with a known path
                 node: int | None = start
+                on_chain: set[int] = set()
                 while node is not None and node not in paths:
-                    if node in chain:
-                        raise ValueError(f"The ontology's parent links form a cycle through structure {node}.")
+                    if node in on_chain:
+                        _raise_cycle(chain[chain.index(node) :], "parent_structure_id")
+                    on_chain.add(node)
                     if node not in parent:
                         raise ValueError(f"Structure {chain[-1]} has the parent {node}, which is not in the table.")
                     chain.append(node)
@@ -212,6 +250,7 @@ class Ontology:
         unknown = sorted({a for p in paths.values() for a in p} - known)
         if unknown:
             raise ValueError(f"`structure_id_path` refers to ids not in the table, e.g. {unknown[:5]}.")
+        Ontology._check_tree(paths)
         if "structure_id_path" in df and "parent_structure_id" in df:
             for i, p in zip(df["id"].tolist(), df["parent_structure_id"], strict=True):
                 given = None if pd.isna(p) else int(p)
@@ -222,6 +261,40 @@ class Ontology:
                         f"/{'/'.join(map(str, paths[i]))}/."
                     )
         return paths
+
+    @staticmethod
+    def _check_tree(paths: dict[int, tuple[int, ...]]) -> None:
+        """Check that the paths form one tree: no id twice on a path, each path its parent's plus its id.
+
+        Without this, paths such as ``/8/997/`` for 997 and ``/997/8/`` for 8 make each the other's
+        child, and every walk down the hierarchy runs forever.
+        """
+        for path in paths.values():
+            if len(set(path)) < len(path):
+                again = next(a for k, a in enumerate(path) if a in path[:k])
+                first = path.index(again)
+                _raise_cycle(list(reversed(path[first : path.index(again, first + 1)])), "structure_id_path")
+        # Parent links (the second-to-last id of each path) must not loop either.
+        done: set[int] = set()
+        for start in paths:
+            chain: list[int] = []
+            on_chain: set[int] = set()
+            node: int | None = start
+            while node is not None and node not in done:
+                if node in on_chain:
+                    _raise_cycle(chain[chain.index(node) :], "structure_id_path")
+                on_chain.add(node)
+                chain.append(node)
+                node = paths[node][-2] if len(paths[node]) > 1 else None
+            done.update(chain)
+        for i, path in paths.items():
+            if len(path) > 1 and paths[path[-2]] != path[:-1]:
+                parent = path[-2]
+                raise ValueError(
+                    f"Structure {i}: `structure_id_path` /{'/'.join(map(str, path))}/ does not continue the path "
+                    f"of its parent {parent}, /{'/'.join(map(str, paths[parent]))}/; fix one of the two so that each "
+                    "path is its parent's path followed by the structure's own id."
+                )
 
     # -- basic access ---------------------------------------------------------------------------
 
@@ -258,12 +331,7 @@ class Ontology:
     def _unique_ids(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flattened ids, their unique values and the inverse; unknown ids fail with a few listed."""
         arr = np.asarray(ids)
-        if arr.dtype.kind == "f":
-            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-                raise ValueError("Structure ids must be integers (found NaN or fractional values).")
-        elif arr.dtype.kind not in "iu":
-            raise TypeError(f"Structure ids must be integers, got dtype {arr.dtype}.")
-        flat = arr.astype(np.int64).ravel()
+        flat = _structure_ids(arr, "`ids`", negative_ok=True).ravel()
         uniq, inverse = np.unique(flat, return_inverse=True)
         unknown = [int(u) for u in uniq if int(u) not in self._paths]
         if unknown:
@@ -381,11 +449,13 @@ class Ontology:
         ([997, 315], [315])
         """
         top = self._resolve(structure)
-        out, stack = [], [top]
-        while stack:
+        out, stack, seen = [], [top], {top}
+        while stack:  # each structure once: a hierarchy with a loop (checked on construction) cannot hang this
             node = stack.pop()
             out.append(node)
-            stack.extend(reversed(self._children[node]))
+            below = [c for c in self._children[node] if c not in seen]
+            seen.update(below)
+            stack.extend(reversed(below))
         return out if include_self else out[1:]
 
     # -- mappings between levels ----------------------------------------------------------------

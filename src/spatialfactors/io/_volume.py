@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from spatialfactors._validation import _assert_fits_memory, _is_int
@@ -41,6 +42,27 @@ def _grid(adata: AnnData) -> tuple[tuple[int, int, int], np.ndarray, float]:
     return shape, mask, float(spacing)
 
 
+def _align_to_obs(values: pd.Series, adata: AnnData) -> np.ndarray:
+    """Return a Series' values in the order of ``adata.obs_names``, matched by its index (not by position)."""
+    index = values.index
+    if index.equals(adata.obs_names):
+        return values.to_numpy()
+    if index.has_duplicates:
+        raise ValueError(
+            f"`values` is a Series whose index repeats labels, e.g. {index[index.duplicated()][:3].tolist()}; "
+            "it is matched to `adata.obs_names`, so each voxel needs exactly one value."
+        )
+    missing = adata.obs_names.difference(index, sort=False)
+    extra = index.difference(adata.obs_names, sort=False)
+    if len(missing) or len(extra):
+        raise ValueError(
+            f"`values` is a Series whose index does not match `adata.obs_names`: {len(missing)} voxels have no value "
+            f"(e.g. {missing[:3].tolist()}) and {len(extra)} labels are not voxels (e.g. {extra[:3].tolist()}); "
+            "index it by `adata.obs_names`, or pass `values.to_numpy()` to place the values in obs order."
+        )
+    return values.reindex(adata.obs_names).to_numpy()
+
+
 def to_volume(
     adata: AnnData,
     values: np.ndarray | str,
@@ -58,8 +80,9 @@ def to_volume(
     adata
         Voxel-by-gene data with ``.uns['aba']`` (``grid_shape``, ``spacing``, ``mask``).
     values
-        A vector over obs, or a name: a column of ``.obs``, a gene (a column of ``.X``), or,
-        with ``basis``, the index of a column of ``.obsm[basis]``.
+        A vector over obs (a Series is matched to ``adata.obs_names`` by its index), or a name: a
+        column of ``.obs``, a gene (a column of ``.X``), or, with ``basis``, the index of a column of
+        ``.obsm[basis]``.
     basis
         Key of ``.obsm`` when ``values`` is a column index.
     fill_value
@@ -105,6 +128,8 @@ def to_volume(
             vec = np.asarray(col.todense() if hasattr(col, "todense") else col)
         else:
             raise KeyError(f"{values!r} is neither a column of `adata.obs` nor a gene in `adata.var_names`.")
+    elif isinstance(values, pd.Series):
+        vec = _align_to_obs(values, adata)
     else:
         vec = np.asarray(values)
     vec = np.asarray(vec).ravel()

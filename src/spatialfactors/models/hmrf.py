@@ -82,6 +82,8 @@ from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_column
 
 SOLVERS = ("fast", "cvxpy")
 PRIORS = ("data", "map")  # what the spatial prior is built from
+QP_CHUNK = 65_536  # cells per batched program (bounds the solver's working memory)
+KMEANS_CELLS = 20_000  # cells the k-means start is fitted on (all of them below this number)
 
 
 def log_simplex_integral(eta: torch.Tensor) -> torch.Tensor:
@@ -237,7 +239,17 @@ class _Fit:
 
     def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device, neutral=False):
         self.neutral = neutral
-        self.y = y
+        # ``y`` is a dense tensor or a scipy sparse matrix (kept sparse: the data enter only
+        # through y @ M, y^T X and ||y||^2, so a sparse panel never becomes an N x G block).
+        if sp.issparse(y):
+            y = sp.csr_matrix(y, dtype=np.float64)
+            self.y_sq = float(y.multiply(y).sum())
+            self.y = _to_torch_csr(y, dtype, device)
+            self.yt = _to_torch_csr(y.T.tocsr(), dtype, device)
+        else:
+            self.y = self.yt = y
+            self.y_sq = float((y.double() ** 2).sum())
+        self._ym = (None, None)  # (M, y @ M): both X steps and the residual of an iteration share it
         self.n, self.g = y.shape
         self.k = k
         self.lambda_x, self.lambda_sigma, self.solver = lambda_x, lambda_sigma, solver
@@ -262,20 +274,38 @@ class _Fit:
         if self.solver == "cvxpy":
             out = batched_qp_cvxpy(q_mat.cpu().numpy(), alpha.cpu().numpy(), q.cpu().numpy(), simplex=simplex)
             return torch.as_tensor(out, dtype=self.dtype, device=self.device)
-        return batched_qp(q_mat, alpha, q, simplex=simplex, x0=x0)
+        # In chunks of cells: the active-set solver holds a (K+1) x (K+1) system per instance.
+        chunks = [
+            batched_qp(q_mat, alpha[i : i + QP_CHUNK], q[i : i + QP_CHUNK], simplex=simplex, x0=x0[i : i + QP_CHUNK])
+            for i in range(0, len(q), QP_CHUNK)
+        ]
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     @property
     def x(self) -> torch.Tensor:
         return self.s[:, None] * self.z
 
+    def y_m(self) -> torch.Tensor:
+        """``y @ M`` for the current metagenes (computed once per ``M``)."""
+        if self._ym[0] is not self.m:
+            self._ym = (self.m, self.y @ self.m)
+        return self._ym[1]
+
+    def y_t(self, x: torch.Tensor) -> torch.Tensor:
+        """``y^T @ x``."""
+        return self.yt.T @ x if self.yt is self.y else self.yt @ x
+
     def rss(self) -> float:
-        return float(((self.y - self.x @ self.m.T) ** 2).sum())
+        # ||y - X M^T||^2 = ||y||^2 - 2 <X, y M> + <X M^T M, X>: no N x G residual. Summed in
+        # float64, where the cancellation costs ~1e-16 ||y||^2, far below any residual of real data.
+        x, q_mat = self.x.double(), (self.m.T @ self.m).double()
+        return max(self.y_sq - 2 * float((x * self.y_m().double()).sum()) + float(((x @ q_mat) * x).sum()), 0.0)
 
     # ---- updates ----
     def data_states(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and proportions by non-negative least squares for every cell: the data alone, no prior."""
         q_mat = self.m.T @ self.m
-        x = self._qp(q_mat, torch.ones(self.n, dtype=self.dtype, device=self.device), -(self.y @ self.m), False, self.x)
+        x = self._qp(q_mat, torch.ones(self.n, dtype=self.dtype, device=self.device), -self.y_m(), False, self.x)
         s = x.sum(1)
         return s, torch.where(s[:, None] > 0, x / s.clamp_min(1e-300)[:, None], self.z)
 
@@ -285,7 +315,7 @@ class _Fit:
 
     def m_step(self) -> None:
         x = self.x
-        a, b = x.T @ x, self.y.T @ x
+        a, b = x.T @ x, self.y_t(x)
         if self.solver == "cvxpy":
             out = simplex_columns_qp_cvxpy(a.cpu().numpy(), b.cpu().numpy())
             self.m = torch.as_tensor(out, dtype=self.dtype, device=self.device)
@@ -304,21 +334,24 @@ class _Fit:
     def _cell_map(self, lin, b, q_mat, z, max_inner, rtol):
         # argmin over s >= 0, z on the simplex of ||y - s M z||^2 / (2 sigma^2) + lambda_x s + z^T lin,
         # alternating the closed-form scale and the exact simplex program (each step lowers it).
-        s = self._best_scale(b, q_mat, z)
+        # Cells whose state has settled leave the batch: most settle in a few alternations.
+        s, z = self._best_scale(b, q_mat, z), z.clone()
+        rows = torch.arange(len(z), device=z.device)
         for _ in range(max_inner):
-            alpha = s * s / self.sigma2
-            z_new = self._qp(q_mat, alpha, lin - (s / self.sigma2)[:, None] * b, True, z)
-            s_new = self._best_scale(b, q_mat, z_new)
-            change = (s_new[:, None] * z_new - s[:, None] * z).abs().max()
-            z, s = z_new, s_new
-            if float(change) <= rtol * float(s.max().clamp_min(1e-300)):
+            sr, zr, br = s[rows], z[rows], b[rows]
+            z_new = self._qp(q_mat, sr * sr / self.sigma2, lin[rows] - (sr / self.sigma2)[:, None] * br, True, zr)
+            s_new = self._best_scale(br, q_mat, z_new)
+            change = (s_new[:, None] * z_new - sr[:, None] * zr).abs().amax(1)
+            s[rows], z[rows] = s_new, z_new
+            rows = rows[change > rtol * float(s.max().clamp_min(1e-300))]
+            if len(rows) == 0:
                 break
         return s, z
 
     def x_icm(self, max_inner: int = 50, rtol: float = 1e-6) -> None:
         """One ICM sweep: every colour class in turn, neighbours fixed at their MAP states (eq. 9)."""
         q_mat = self.m.T @ self.m
-        ym = self.y @ self.m
+        ym = self.y_m()
         if self._classes is None:  # only the paper's ICM needs the colouring (networkx, slow on large graphs)
             self._classes = [
                 (torch.as_tensor(c, device=self.device), _to_torch_csr(self._adjacency[c], self.dtype, self.device))
@@ -331,7 +364,7 @@ class _Fit:
     def x_map(self, neighbours: torch.Tensor, max_inner: int = 50, rtol: float = 1e-6) -> None:
         """Every cell's MAP state with the spatial term built from ``neighbours``' proportions (one batch)."""
         lin = (self.adj @ neighbours) @ self.affinity
-        self.s, self.z = self._cell_map(lin, self.y @ self.m, self.m.T @ self.m, self.z, max_inner, rtol)
+        self.s, self.z = self._cell_map(lin, self.y_m(), self.m.T @ self.m, self.z, max_inner, rtol)
 
     def _affinity_loss(self, affinity, z, nu):
         if self.neutral:
@@ -488,18 +521,25 @@ def _initial_metagenes(y: np.ndarray, k: int, random_state: int, labels=None) ->
         # One thread: scikit-learn's Lloyd iterations sum per-thread partial centres, so with
         # more than 256 cells the centres (and the whole fit) would depend on the number of
         # OpenMP threads, which differs between the main process and joblib workers.
+        # On large data the centres come from a random subset of cells: k-means' cost grows with
+        # N x G x n_init, and 20,000 cells already place K centres well.
+        if y.shape[0] > KMEANS_CELLS:
+            rng = np.random.default_rng(random_state)
+            y = y[np.sort(rng.choice(y.shape[0], KMEANS_CELLS, replace=False))]
+        if sp.issparse(y):  # at most KMEANS_CELLS rows; the dense code path, so sparse == dense
+            y = y.toarray()
         with threadpool_limits(limits=1):
             centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
     else:
         values, codes = np.unique(np.asarray(labels), return_inverse=True)
         if len(codes) != len(y):
-            raise ValueError(f"`init_labels` has {len(codes)} entries, expected one per cell ({len(y)}).")
+            raise ValueError(f"`init_labels` has {len(codes)} entries, expected one per cell ({y.shape[0]}).")
         if len(values) != k:
             raise ValueError(
                 f"`init_labels` has {len(values)} clusters, expected n_factors = {k}: the metagenes start "
                 "as the cluster means (e.g. tune `sc.tl.leiden`'s resolution to get K clusters)."
             )
-        centres = np.stack([y[codes == c].mean(0) for c in range(k)], 1)
+        centres = np.stack([np.asarray(y[codes == c].mean(0)).ravel() for c in range(k)], 1)
     sums = centres.sum(0)
     return np.where(sums > 0, centres / np.where(sums > 0, sums, 1), 1.0 / y.shape[1])
 
@@ -622,17 +662,21 @@ def fit_hmrf(
     if affinity_steps is None:
         affinity_steps = 10 if affinity_optimizer == "lbfgs" else 100
     tdtype = resolve_dtype(dtype)
-    y = Y.toarray() if sp.issparse(Y) else np.array(Y, dtype=np.float64)
-    y = y.astype(np.float64)
+    # Sparse data stay sparse (rows rescaled in place of a dense copy); dense data are copied once.
+    y = sp.csr_matrix(Y, dtype=np.float64) if sp.issparse(Y) else np.array(Y, dtype=np.float64)
     n, g = y.shape
     groups = np.zeros(n, dtype=np.int64) if groups is None else np.asarray(groups)
     _, codes = np.unique(groups, return_inverse=True)
-    scale = group_scale(y.sum(1), codes, n_factors) if rescale else np.ones(codes.max() + 1)
-    y = y * scale[codes][:, None]
+    totals = np.asarray(y.sum(1)).ravel()
+    scale = group_scale(totals, codes, n_factors) if rescale else np.ones(codes.max() + 1)
+    if sp.issparse(y):
+        y = sp.diags(scale[codes]) @ y
+    else:
+        y *= scale[codes][:, None]
     start = time.perf_counter()
     with one_thread() if torch.device(device).type == "cpu" else nullcontext():
         fit = _Fit(
-            torch.as_tensor(y, dtype=tdtype, device=device),
+            y if sp.issparse(y) else torch.as_tensor(y, dtype=tdtype, device=device),
             adjacency,
             n_factors,
             lambda_x=lambda_x,
@@ -683,18 +727,25 @@ def fit_hmrf(
     )
 
 
-def fit_bytes(n_obs: int, n_vars: int, *, n_parallel: int = 0) -> int:
+def fit_bytes(n_obs: int, n_vars: int, *, n_parallel: int = 0, nnz: int | None = None, n_factors: int = 10) -> int:
     """Peak memory (bytes) of :func:`fit_hmrf`, plus one fit per parallel stability replicate.
 
-    The dense float64 data, its rescaled copy and the working arrays, per fit.
+    Per fit: the data (dense float64: the input's copy, its rescaled copy and the tensor; sparse
+    with ``nnz`` stored values: the rescaled CSR matrix, its tensor and its transpose's, about
+    40 bytes per value), the cells x K working arrays and the active-set solver's systems for one
+    chunk of :data:`QP_CHUNK` cells.
 
     Examples
     --------
     >>> from spatialfactors.models.hmrf import fit_bytes
-    >>> fit_bytes(1000, 100) == 3 * 1000 * 100 * 8
+    >>> fit_bytes(1000, 100) > 3 * 1000 * 100 * 8
+    True
+    >>> fit_bytes(10**6, 500, nnz=5 * 10**7) < fit_bytes(10**6, 500)
     True
     """
-    return (3 + n_parallel) * n_obs * n_vars * 8
+    data = 3 * n_obs * n_vars * 8 if nnz is None else 40 * nnz + 24 * n_obs
+    working = 32 * n_obs * n_factors * 8 + 8 * min(n_obs, QP_CHUNK) * (n_factors + 1) ** 2 * 8
+    return (1 + n_parallel) * (data + working)
 
 
 def _replicate_task(y, adjacency, k: int, counts: np.ndarray, groups, kwargs: dict) -> np.ndarray:
@@ -750,7 +801,7 @@ def hmrf_stability(
     from .stability import instability
     from .stanmf import bootstrap_weights
 
-    y = Y.toarray() if sp.issparse(Y) else np.asarray(Y, dtype=np.float64)
+    y = sp.csr_matrix(Y, dtype=np.float64) if sp.issparse(Y) else np.asarray(Y, dtype=np.float64)
     weights = bootstrap_weights(y.shape[1], n_replicates, random_state)
     kwargs = {"random_state": random_state, **kwargs}
     ks = [int(k) for k in n_factors]

@@ -50,6 +50,41 @@ class NMFResult:
     reconstruction_err: np.ndarray
 
 
+#: Data whose largest entry lies in [2**-SAFE_EXPONENT, 2**SAFE_EXPONENT] are factorised as they are.
+SAFE_EXPONENT = 32
+
+
+def scale_exponent(max_value: float) -> int:
+    """Even power of two ``e`` such that ``X * 2**-e`` is safe to factorise in float32, 0 when ``X`` already is.
+
+    NMF is scale-equivariant: the factors of ``X * 2**-e`` times ``2**(e/2)`` each are the factors of
+    ``X``. Data with entries beyond ``2**32`` (or all below ``2**-32``) have sums of squares that
+    overflow (or underflow) in float32, and would come out as NaN; scaling by a power of two is
+    exact, so it changes nothing else.
+
+    Parameters
+    ----------
+    max_value
+        Largest absolute entry of ``X``.
+
+    Returns
+    -------
+    The even exponent ``e`` (0: no scaling).
+
+    Examples
+    --------
+    >>> from spatialfactors.models.nmf import scale_exponent
+    >>> scale_exponent(1e3), scale_exponent(1e26), scale_exponent(1e-26) < 0
+    (0, 88, True)
+    """
+    if not np.isfinite(max_value) or max_value <= 0:
+        return 0
+    exponent = int(np.frexp(max_value)[1])
+    if -SAFE_EXPONENT <= exponent <= SAFE_EXPONENT:
+        return 0
+    return 2 * int(round(exponent / 2))
+
+
 def nndsvd(
     op, weights: torch.Tensor, n_components: int, *, init: str = "nndsvda", eps: float = 1e-6, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,7 +325,7 @@ def nmf(
     dtype
         ``"float32"`` or ``"float64"``.
     device
-        Torch device, e.g. ``"cuda"``.
+        Torch device, e.g. ``"cuda"``; checked to exist when no ``operator`` is given.
     batch_size
         Replicates solved together; by default as many as fit in about half the size of ``X``.
     seed
@@ -316,7 +351,9 @@ def nmf(
         raise ValueError(f"`init` must be one of {_INITS}, got {init!r}.")
     exact = operator if isinstance(operator, DataOperator) else None
     if operator is None:
-        exact = DataOperator(X, dtype=dtype, device=device)
+        from spatialfactors._validation import _assert_device
+
+        exact = DataOperator(X, dtype=dtype, device=_assert_device(device))
         operator = exact.compress(compress, seed=seed) if compress else exact
     n, g = operator.shape
     if weights is None:

@@ -64,7 +64,19 @@ def _kkt(q_mat, alpha, q, free, simplex):
         a[:, :k, k] = -f
         a[:, k, :k] = f
         rhs[:, k] = 1.0
-    sol = torch.linalg.solve(a, rhs)
+    sol, info = torch.linalg.solve_ex(a, rhs)
+    bad = (info != 0) | ~torch.isfinite(sol).all(1)
+    if bad.any():
+        # A singular free block (collinear columns of Q, e.g. data of lower rank than K): the program
+        # has many minimisers; a ridge of relative size eps picks one, within the KKT tolerance.
+        ridge = torch.finfo(q.dtype).eps * qa[bad].abs().amax((1, 2)).clamp_min(1e-300)
+        a_bad = a[bad].clone()
+        a_bad[:, :k, :k] += ridge[:, None, None] * torch.where(ff[bad], eye, 0.0)
+        fixed, info = torch.linalg.solve_ex(a_bad, rhs[bad])
+        still = (info != 0) | ~torch.isfinite(fixed).all(1)
+        if still.any():  # the least-squares solution of what remains singular
+            fixed[still] = (torch.linalg.pinv(a_bad[still]) @ rhs[bad][still][:, :, None])[:, :, 0]
+        sol[bad] = fixed
     x = sol[:, :k]
     mu = sol[:, k : k + 1] if simplex else 0.0
     grad = (qa @ x[:, :, None])[:, :, 0] + q - mu

@@ -115,6 +115,26 @@ class Instability:
     pairwise: np.ndarray
 
 
+def instability_bytes(n_replicates: int, n_obs: int, n_components: int) -> int:
+    """Peak memory (bytes) of :func:`instability` on ``n_replicates`` dictionaries, besides the dictionaries.
+
+    The float64 Gram matrix of all N K columns with its normalised copy and a temporary (it grows with
+    N squared), one block of rows of all columns, and the N x N pairwise dissimilarities with the indices
+    and values of their upper triangle.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stability import instability_bytes
+    >>> instability_bytes(10**6, 100, 5) > 10**14  # a million replicates: hundreds of terabytes, refused
+    True
+    """
+    nk = n_replicates * n_components
+    gram = 3 * nk * nk * 8
+    block = min(n_obs, 4096) * nk * 8
+    pairs = 3 * n_replicates * n_replicates * 8
+    return int(gram + block + pairs)
+
+
 def instability(
     dictionaries, metric: str = "hungarian", *, centered: bool = False, absolute: bool = False
 ) -> Instability:

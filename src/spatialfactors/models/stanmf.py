@@ -21,7 +21,10 @@ from ._operator import CompressedOperator, DataOperator, aligned_tensor, resolve
 from ._threads import one_thread
 from .nmf import default_batch_size, nmf, replicate_bytes
 from .pca import pca_dictionaries
-from .stability import instability
+from .stability import instability, instability_bytes
+
+#: Rank of the compression used for K components: K + this, at most ``compress``.
+COMPRESS_OVERSAMPLE = 20
 
 
 def sweep_bytes(
@@ -34,23 +37,55 @@ def sweep_bytes(
     n_replicates: int = 0,
     pca: bool = False,
     batch_size: int | None = None,
+    compress: int | None = None,
+    n_ks: int = 1,
 ) -> int:
     """Peak memory (bytes) of a staNMF fit or sweep up to ``n_components`` factors.
 
     The working copies of X (dense: the copy and its aligned copy; sparse, ``nnz`` given: CSR and
-    its transpose as torch tensors), one batch of replicates with their dictionaries, and every
-    replicate's dictionary kept for the instability (twice with the PCA comparator).
+    its transpose as torch tensors), with ``compress`` the compression ``Q B`` and its truncations
+    for the ``n_ks`` values of K; one batch of replicates with their dictionaries, every
+    replicate's dictionary kept for the instability (twice with the PCA comparator), the bootstrap
+    resamples (:func:`bootstrap_bytes`) and the instability's pairwise work
+    (:func:`~spatialfactors.models.stability.instability_bytes`), which grows with the square of
+    ``n_replicates``.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stanmf import sweep_bytes
+    >>> sweep_bytes(100, 50, 5, itemsize=4, n_replicates=10**6) > 10**14
+    True
     """
     if nnz is not None:
         data = 2 * nnz * (itemsize + 8) + 2 * (n_obs + n_vars + 2) * 8
     else:
         data = 2 * n_obs * n_vars * itemsize
+    if compress:
+        rank = min(compress, n_components + COMPRESS_OVERSAMPLE)
+        data += (n_obs + n_vars) * (3 * compress + n_ks * rank) * itemsize
     per_replicate = replicate_bytes(n_obs, n_vars, n_components, itemsize) + n_components * n_obs * itemsize
     if not n_replicates:
         return int(data + per_replicate)
     batch = min(batch_size or default_batch_size(n_obs, n_vars, n_components, n_replicates, itemsize), n_replicates)
     kept = n_replicates * n_obs * n_components * itemsize * (2 if pca else 1)
-    return int(data + batch * per_replicate + kept)
+    work = bootstrap_bytes(n_vars, n_replicates) + instability_bytes(n_replicates, n_obs, n_components)
+    return int(data + batch * per_replicate + kept + work)
+
+
+#: Bytes per bootstrap replicate besides its column weights: its seed sequence and its share of the tasks.
+REPLICATE_OVERHEAD = 1024
+
+
+def bootstrap_bytes(n_vars: int, n_replicates: int) -> int:
+    """Memory (bytes) of :func:`bootstrap_weights` and the bookkeeping of ``n_replicates`` replicates.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stanmf import bootstrap_bytes
+    >>> bootstrap_bytes(1000, 10) == 10 * (1000 * 4 + 1024)
+    True
+    """
+    return int(n_replicates) * (int(n_vars) * 4 + REPLICATE_OVERHEAD)
 
 
 def bootstrap_weights(n_vars: int, n_replicates: int, random_state: int = 0) -> np.ndarray:
@@ -106,10 +141,6 @@ class _Data:
         q, b = (aligned_tensor(a, dtype, self.device) for a in (self.q, self.b))
         norms, sums = (aligned_tensor(a, torch.float64, self.device) for a in (self.col_sq_norms, self.col_sums))
         return CompressedOperator(q, b, norms, sums, self.shape)
-
-
-#: Rank of the compression used for K components: K + this, at most ``compress``.
-COMPRESS_OVERSAMPLE = 20
 
 
 def _compressed_data(part: CompressedOperator, kwargs: dict, dtype: str, device: str) -> _Data:
@@ -189,7 +220,7 @@ def stability_sweep(
     random_state
         Seed of the resamples.
     init, tol, max_iter, dtype, device, batch_size
-        Passed to :func:`~spatialfactors.models.nmf.nmf`.
+        Passed to :func:`~spatialfactors.models.nmf.nmf`; ``device`` is checked to exist first.
     compress
         Rank of one randomised compression ``X ~ Q B`` shared by the sweep; K components use
         its leading ``min(compress, K + 20)`` singular directions. ``None``: exact products.
@@ -214,6 +245,9 @@ def stability_sweep(
     >>> stability_sweep(X, [2, 3], n_replicates=4).table[["K", "mean"]].shape
     (2, 2)
     """
+    from spatialfactors._validation import _assert_device
+
+    device = _assert_device(device)
     ks = [int(k) for k in n_components]
     weights = bootstrap_weights(X.shape[1], n_replicates, random_state)
     seed = 0

@@ -12,6 +12,7 @@ from scanpy import logging as logg
 
 from spatialfactors._validation import (
     _assert_bool,
+    _assert_copy,
     _assert_fits_memory,
     _assert_int_range,
     _assert_real_dtype,
@@ -21,6 +22,7 @@ from spatialfactors._validation import (
     _get_matrix,
     _matrix_label,
     _save_results,
+    _warn_undefined,
 )
 from spatialfactors.models.impute import knn_fill
 
@@ -125,7 +127,7 @@ def impute_voxels(
     _assert_bool("evaluate", evaluate)
     _assert_int_range("n_holdout", n_holdout, 1)
     _assert_int_range("random_state", random_state, 0)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
     _assert_str("spatial_key", spatial_key)
     if spatial_key not in adata.obsm:
         raise KeyError(
@@ -214,6 +216,13 @@ def impute_voxels(
         per_gene["rmse"] = np.sqrt((err**2).reshape(shape).mean(axis=1))
         per_gene["pcc"] = [_pcc(g, t) for g, t in zip(guess.reshape(shape), truth.reshape(shape), strict=True)]
         per_gene["baseline_mae"] = base.reshape(shape).mean(axis=1)
+        undefined = per_gene.index[per_gene["pcc"].isna()]
+        if len(undefined):
+            _warn_undefined(
+                f"The hold-out PCC of {len(undefined)} gene(s) (e.g. {list(undefined[:3])})",
+                "their held-out values or their predictions are constant",
+                "read their MAE and RMSE instead",
+            )
         uns["evaluation"] = {
             "mae": float(np.abs(err).mean()),
             "mean_error": float(err.mean()),
@@ -223,6 +232,8 @@ def impute_voxels(
             "n_points": len(truth),
         }
         ev = uns["evaluation"]
+        if np.isnan(ev["pcc"]):
+            _warn_undefined("The pooled hold-out PCC", "the held-out values or their predictions are constant", None)
         logg.info(
             f"hold-out check on {len(truth)} voxels: MAE {ev['mae']:.4g} (gene mean: {ev['baseline_mae']:.4g}), "
             f"mean error {ev['mean_error']:.3g}, PCC {ev['pcc']:.3f}"

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from spatialfactors._validation import (
-    _assert_bool,
     _assert_categorical,
+    _assert_copy,
     _assert_fits_memory,
     _assert_int_range,
     _assert_nonnegative_finite,
@@ -83,7 +83,7 @@ def normalize_spicemix(
         _assert_int_range("n_factors", n_factors, 1)
     if library_key is not None:
         _assert_categorical(adata, library_key)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
     totals = np.asarray(x.sum(axis=1)).ravel()
     if (totals == 0).any():
         raise ValueError(

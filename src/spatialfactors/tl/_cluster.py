@@ -14,12 +14,16 @@ from sklearn.metrics import calinski_harabasz_score
 
 from spatialfactors._validation import (
     _assert_bool,
+    _assert_copy,
+    _assert_fits_memory,
     _assert_obs_key,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
     _get_obsm,
     _int_list,
     _save_results,
+    _warn_undefined,
 )
 from spatialfactors.models.domains import order_by_size, proportions, reference_scores
 
@@ -91,7 +95,16 @@ def cluster_latent(
     candidates = _int_list("n_clusters", default if n_clusters is None else n_clusters, 2, adata.n_obs - 1)
     _assert_bool("normalize", normalize)
     _assert_str("key_added", key_added, optional=True)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    name = key_added or f"{basis.removeprefix('X_')}_clusters"
+    _assert_result_key(adata, name, factorisation=False, tool="sf.tl.cluster_latent")
+    n = adata.n_obs
+    # Ward linkage holds the condensed distance matrix (n (n - 1) / 2 float64) and the data.
+    _assert_fits_memory(
+        n * (n - 1) // 2 * 8 + 2 * values.nbytes,
+        f"Ward clustering of {n} obs",
+        "cluster a subsample, or use `sf.tl.spatial_domains` (Leiden on a neighbour graph)",
+    )
     if normalize:
         values = proportions(values)
 
@@ -103,14 +116,26 @@ def cluster_latent(
         n_found = len(np.unique(labels))
         scores.append(calinski_harabasz_score(values, labels) if 1 < n_found < len(values) else np.nan)
     table = pd.DataFrame({"n_clusters": candidates, "calinski_harabasz": scores})
+    n_distinct = len(np.unique(values, axis=0))
+    undefined = [k for k, score in zip(candidates, scores, strict=True) if np.isnan(score)]
+    if len(candidates) > 1 and len(undefined) == len(candidates):
+        raise ValueError(
+            f"No candidate number of clusters gives a valid Calinski-Harabasz index: `adata.obsm[{basis!r}]` has "
+            f"{n_distinct} distinct latent state(s) over {n} obs, too few to cut into {candidates[0]} or more "
+            "clusters; check the factorisation (identical states carry no clustering)."
+        )
+    if undefined:
+        _warn_undefined(
+            f"The Calinski-Harabasz index of {undefined} clusters",
+            f"`adata.obsm[{basis!r}]` has {n_distinct} distinct latent state(s), so the tree cannot be cut into "
+            "that many clusters",
+            "pass fewer `n_clusters`",
+        )
     if len(candidates) == 1:
         k_best = candidates[0]
     else:
-        if np.all(np.isnan(scores)):
-            raise ValueError("No candidate number of clusters gives a valid Calinski-Harabasz index.")
         k_best = candidates[_best_peak(np.asarray(scores, dtype=np.float64))]
     labels = labelings[k_best]
-    name = key_added or f"{basis.removeprefix('X_')}_clusters"
     labels = order_by_size(labels)  # numbered from 0 in order of size, as scanpy's leiden/louvain
     n_found = int(labels.max()) + 1
     column = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(n_found)])

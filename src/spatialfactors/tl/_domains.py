@@ -12,9 +12,12 @@ from scanpy import logging as logg
 from spatialfactors._validation import (
     _assert_bool,
     _assert_choice,
+    _assert_copy,
+    _assert_fits_memory,
     _assert_int_range,
     _assert_obs_key,
     _assert_real_range,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
     _get_graph,
@@ -142,9 +145,19 @@ def spatial_domains(
     _assert_real_range("resolution", resolution, 0, low_open=True)
     _assert_int_range("random_state", random_state, 0)
     _assert_str("key_added", key_added, optional=True)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    _assert_result_key(
+        adata, key_added or f"{basis.removeprefix('X_')}_domains", factorisation=False, tool="sf.tl.spatial_domains"
+    )
     _assert_obs_key(adata, "reference_key", reference_key)
     graph = _get_graph(adata, connectivity_key, max_distance=max_distance)
+    if method == "ward":  # Ward linkage holds the condensed distance matrix, n (n - 1) / 2 float64
+        n = adata.n_obs
+        _assert_fits_memory(
+            n * (n - 1) // 2 * 8 + 3 * values.nbytes,
+            f"Ward clustering of {n} obs",
+            "use method='leiden' or method='kmeans', or cluster a subsample",
+        )
 
     if normalize is None:
         normalize = bool((values >= 0).all())

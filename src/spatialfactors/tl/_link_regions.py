@@ -12,15 +12,17 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from spatialfactors._validation import (
-    _assert_bool,
     _assert_choice,
+    _assert_copy,
     _assert_int_range,
     _assert_real_range,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
     _get_patterns,
     _get_region_ids,
     _save_results,
+    _warn_undefined,
 )
 from spatialfactors.io._volume import _grid
 from spatialfactors.models.regions import METRICS, SetScorer, region_adjacency, search_regions
@@ -75,6 +77,34 @@ def _region_table(
     else:
         table["acronym"] = [str(i) for i in ids]
     return table
+
+
+def _warn_undefined_scores(scorer: SetScorer, result, region_ids: np.ndarray) -> None:
+    """Say why scores are NaN: a constant pattern, a region (or set) covering every voxel searched."""
+    if scorer.metric != "pearson":
+        return
+    constant = np.flatnonzero(scorer.norm <= 0)
+    if constant.size:
+        _warn_undefined(
+            f"The Pearson correlation of pattern(s) {[f'PP{k + 1}' for k in constant]} with every region set",
+            "the pattern is constant over the voxels",
+            "leave it out or refit with fewer components",
+        )
+    whole = region_ids[scorer.counts >= scorer.n_voxels]
+    if whole.size:
+        _warn_undefined(
+            f"The Pearson correlation with region {int(whole[0])}",
+            "it covers every voxel, so its mask is constant",
+            "include voxels outside it (id 0) or search finer regions (`level=`, `region_key=`)",
+        )
+    varying = scorer.norm > 0
+    for size, scores in enumerate(result.best_scores, start=1):
+        if size > 1 and varying.any() and np.isnan(np.asarray(scores)[varying]).all():
+            _warn_undefined(
+                f"The best score of sets of {size} regions",
+                f"no contiguous set of {size} regions exists, or each covers every voxel",
+                "lower `max_regions`",
+            )
 
 
 def link_regions(
@@ -212,7 +242,8 @@ def link_regions(
     if max_candidates is not None:
         _assert_int_range("max_candidates", max_candidates, 1)
     _assert_str("key_added", key_added)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.link_regions")
     ontology = _resolve_ontology(ontology)
     if level is not None:
         if ontology is None:
@@ -245,6 +276,7 @@ def link_regions(
     result = search_regions(
         scorer, edges, max_regions=max_regions, max_candidates=max_candidates, beam_width=beam_width
     )
+    _warn_undefined_scores(scorer, result, region_ids)
     logg.info(
         f"link_regions: {region_ids.size} regions, {len(edges)} contiguous pairs, "
         + ", ".join(

@@ -10,7 +10,9 @@ from anndata import AnnData
 
 from spatialfactors._validation import (
     _assert_bool,
+    _assert_copy,
     _assert_int_range,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
     _get_patterns,
@@ -41,7 +43,7 @@ def _factorisation(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, st
             f"`sf.tl.stanmf(adata, key_added={key!r})` or `sf.tl.spicemix(adata, key_added={key!r})` first, "
             f"or pass the `key` of one. Available: obsm {sorted(adata.obsm)}, varm {sorted(adata.varm)}."
         )
-    loadings_key = found[0]
+    loadings_key = _loadings_key(adata, key, found)
     loadings = adata.varm[loadings_key]
     loadings = np.asarray(loadings.toarray() if hasattr(loadings, "toarray") else loadings)
     if loadings.dtype.kind not in "iuf":
@@ -60,7 +62,41 @@ def _factorisation(adata: AnnData, key: str) -> tuple[np.ndarray, np.ndarray, st
             f"`adata.obsm[{basis!r}]` has {dictionary.shape[1]} patterns but `adata.varm[{loadings_key!r}]` "
             f"has {loadings.shape[1]}; they must come from the same factorisation."
         )
+    entry = adata.uns.get(key)
+    k = entry.get("k") if isinstance(entry, dict) else None
+    if k is not None and _is_int(k) and int(k) != dictionary.shape[1]:
+        raise ValueError(
+            f"`adata.uns[{key!r}]` records a run with K = {int(k)} but `adata.obsm[{basis!r}]` has "
+            f"{dictionary.shape[1]} patterns: they come from different runs. Rerun the factorisation "
+            f"(`sf.tl.stanmf(adata, key_added={key!r})` or `sf.tl.spicemix`)."
+        )
     return dictionary, loadings, loadings_key
+
+
+def _loadings_key(adata: AnnData, key: str, found: list[str]) -> str:
+    """Return the ``.varm`` key of the loadings of the run that wrote ``.obsm['X_{key}']``.
+
+    A factorisation records it in ``.uns[key]['loadings_key']``; without a record (patterns and
+    loadings put there by hand), the only loadings under ``key``. Two candidates without a record
+    are ambiguous: one of them is stale.
+    """
+    entry = adata.uns.get(key)
+    recorded = entry.get("loadings_key") if isinstance(entry, dict) else None
+    if recorded is not None:
+        if not isinstance(recorded, str) or recorded not in adata.varm:
+            raise KeyError(
+                f"`adata.uns[{key!r}]['loadings_key']` names `adata.varm[{recorded!r}]`, which is missing: the "
+                f"loadings of this run were removed. Rerun the factorisation (`sf.tl.stanmf(adata, key_added={key!r})` "
+                "or `sf.tl.spicemix`)."
+            )
+        return recorded
+    if len(found) > 1:
+        raise ValueError(
+            f"Both `adata.varm[{found[0]!r}]` and `adata.varm[{found[1]!r}]` exist and nothing records which one "
+            f"belongs to `adata.obsm['X_{key}']`, so one is stale; delete it (e.g. `del adata.varm[{found[1]!r}]`) "
+            "or rerun the factorisation."
+        )
+    return found[0]
 
 
 def _pattern_index(pattern: int | str, n_patterns: int, what: str = "pattern") -> int:
@@ -104,7 +140,9 @@ def pattern_genes(
     factorisation with patterns in ``.obsm['X_{key}']`` and loadings in ``.varm['{key}_loadings']``
     (:func:`spatialfactors.tl.stanmf`) or ``.varm['{key}_metagenes']`` (:func:`spatialfactors.tl.spicemix`).
     The scores depend on how the factorisation splits the scale between patterns and loadings (NMF
-    leaves it free); they are computed on the stored loadings as they are, as in the paper.
+    leaves it free); they are computed on the stored loadings as they are, as in the paper. The
+    loadings are those the run recorded in ``.uns[key]['loadings_key']``; patterns and loadings that
+    do not come from the same run (another K, or two kinds of loadings without a record) are refused.
 
     Parameters
     ----------
@@ -155,8 +193,9 @@ def pattern_genes(
     if n_genes is not None:
         _assert_int_range("n_genes", n_genes, 1)
     _assert_str("key_added", key_added, optional=True)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
     prefix = key if key_added is None else key_added
+    _assert_result_key(adata, f"{prefix}_pattern_genes", factorisation=False, tool="sf.tl.pattern_genes")
 
     importance = importance_scores(loadings)
     assigned = assign_patterns(loadings)

@@ -13,9 +13,11 @@ from scanpy import settings
 from tqdm.auto import tqdm
 
 from spatialfactors._validation import (
-    _assert_bool,
+    _assert_copy,
+    _assert_fits_memory,
     _assert_int_range,
     _assert_real_range,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
     _get_patterns,
@@ -175,7 +177,14 @@ def region_auc(
     _assert_real_range("C", C, 0.0, low_open=True)
     _assert_int_range("random_state", random_state, 0)
     _assert_str("key_added", key_added)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.region_auc")
+    # The random subsets (one small array each, then stacked) and the table of their AUCs.
+    _assert_fits_memory(
+        n_random * (256 + 24 * len(chosen)),
+        f"{n_random} random subsets of {len(chosen)} patterns",
+        "use fewer `n_random` (the paper: 1000)",
+    )
     ontology = _resolve_ontology(ontology)
     mask, info = _region_mask(adata, region, region_key, ontology)
     if cv is not None and min(info["n_obs"], mask.size - info["n_obs"]) < cv:

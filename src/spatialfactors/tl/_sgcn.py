@@ -10,7 +10,16 @@ import pandas as pd
 from anndata import AnnData
 from scanpy import logging as logg
 
-from spatialfactors._validation import _assert_bool, _assert_real_range, _assert_str, _extract_adata, _save_results
+from spatialfactors._validation import (
+    _assert_copy,
+    _assert_fits_memory,
+    _assert_real_range,
+    _assert_result_key,
+    _assert_str,
+    _extract_adata,
+    _save_results,
+    _warn_undefined,
+)
 from spatialfactors.models.genes import (
     assign_patterns,
     dictionary_moments,
@@ -111,7 +120,8 @@ def sgcn(
     if edge_quantile == 1:
         raise ValueError("`edge_quantile` must be >= 0 and < 1, got 1; 0.95 keeps the top 5% of the pairs.")
     _assert_str("key_added", key_added)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.sgcn")
     n_patterns = loadings.shape[1]
     if isinstance(patterns, str | int | np.integer):
         patterns = [patterns]
@@ -129,15 +139,22 @@ def sgcn(
         raise ValueError(f"Only {n_ranked} genes have a non-zero loading; a network needs at least 2.")
 
     n_nodes = n_top_genes(n_ranked, top_fraction)
+    # Per pattern: the node correlations with their covariance and the pairs of the upper triangle.
+    _assert_fits_memory(
+        6 * n_nodes * n_nodes * 8,
+        f"Networks of {n_nodes} genes",
+        "use a smaller `top_fraction` (the paper: 0.0025)",
+    )
     gram, col_sums, n_obs = dictionary_moments(dictionary)
     assigned = assign_patterns(loadings)
     names = _pattern_names(n_patterns)
     genes = np.asarray(adata.var_names, dtype=object)
-    node_frames, edge_frames, summary = [], [], []
+    node_frames, edge_frames, summary, constant = [], [], [], []
     for k in chosen:
         nodes = rank_genes(importance, loadings, k)[:n_nodes]
         corr = reconstruction_correlation(gram, col_sums, n_obs, loadings[nodes])
         rows, cols, threshold = top_edges(corr, edge_quantile)
+        constant += [f"{names[k]}: {genes[j]}" for j in nodes[np.isnan(np.diag(corr))]]
         degree = np.bincount(np.r_[rows, cols], minlength=nodes.size)
         node_frames.append(
             pd.DataFrame(
@@ -166,6 +183,12 @@ def sgcn(
             }
         )
     summary_df = pd.DataFrame(summary, index=[names[k] for k in chosen])
+    if constant:
+        _warn_undefined(
+            f"The correlation of {len(constant)} node(s) with the others (e.g. {constant[:3]})",
+            "their reconstructed images are constant over the obs; they get no edges",
+            None,
+        )
     logg.info(
         f"sgcn: {n_nodes} nodes per pattern, {int(summary_df['n_edges'].sum())} edges over {len(chosen)} patterns"
     )

@@ -18,13 +18,17 @@ from spatialfactors._validation import (
     _assert_bool,
     _assert_categorical,
     _assert_choice,
+    _assert_copy,
+    _assert_device,
     _assert_fits_memory,
     _assert_int_range,
     _assert_n_jobs,
     _assert_nonnegative_finite,
     _assert_real_range,
+    _assert_result_key,
     _assert_str,
     _extract_adata,
+    _factorisation_slots,
     _fix_dtype_hint,
     _get_graph,
     _get_matrix,
@@ -34,7 +38,8 @@ from spatialfactors._validation import (
     _save_results,
 )
 from spatialfactors.models.hmrf import PRIORS, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
-from spatialfactors.models.stability import METRICS
+from spatialfactors.models.stability import METRICS, instability_bytes
+from spatialfactors.models.stanmf import REPLICATE_OVERHEAD, bootstrap_bytes
 
 
 def spicemix(
@@ -98,7 +103,7 @@ def spicemix(
         the tissue's edge (the SpiceMix paper cuts STARmap's edges at 600 px, seqFISH+'s at 300 px).
         ``.obsp`` is not changed.
     layer
-        Layer to use instead of ``.X`` (dense or sparse; densified, SpiceMix data is small).
+        Layer to use instead of ``.X`` (dense or sparse; sparse data stay sparse through the fit).
     lambda_sigma
         Weight of the Gaussian prior on the affinity (the paper: 1e-4), per edge. It bounds how
         strongly neighbours shape each cell's state. With the default ``prior_from="data"`` the
@@ -148,7 +153,7 @@ def spicemix(
     solver
         ``"fast"`` (batched exact active-set solvers) or ``"cvxpy"`` (reference; slow).
     dtype, device
-        Precision and torch device (``"cuda"`` for a GPU).
+        Precision and torch device (``"cuda"`` for a GPU; checked to exist before anything is computed).
     n_jobs
         joblib workers for the stability replicates.
     table_key
@@ -168,7 +173,11 @@ def spicemix(
       objective, energy, rss, sigma_y, affinity_loss, ``effective_metagenes`` and
       ``max_proportion`` (a fit degenerating shows as the first falling and the second rising
       towards 1; a warning is logged below K/2 metagenes), ``affinity_norm``, seconds), ``scale`` (per field of
-      view), ``k``, ``n_iter``, ``instability`` (for a range of K) and ``params``.
+      view with cells; unused categories of ``library_key`` are left out), ``k``, ``n_iter``, ``instability``
+      (for a range of K), ``loadings_key`` (``'{key_added}_metagenes'``) and ``params``.
+
+    A result under ``key_added`` replaces every slot of an earlier factorisation under that key (also
+    staNMF's ``.varm['{key_added}_loadings']``), so nothing stale stays beside it.
 
     Examples
     --------
@@ -203,7 +212,9 @@ def spicemix(
     _assert_choice("dtype", dtype, ("float32", "float64"))
     _assert_n_jobs(n_jobs)
     _assert_str("key_added", key_added)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    device = _assert_device(device)
+    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.spicemix")
     _assert_nonnegative_finite(x, _matrix_label(layer, "The expression values"), _fix_dtype_hint(layer))
     if library_key is not None:
         _assert_categorical(adata, library_key)
@@ -214,15 +225,34 @@ def spicemix(
     isolated = int((np.diff(graph.indptr) == 0).sum())
     if isolated:
         logg.warning(f"{isolated} cells have no neighbours in `{connectivity_key}`; they get no spatial term.")
+    # Fields of view without cells (unused categories) have no scale: only the ones present count.
+    libraries = (
+        list(adata.obs[library_key].cat.remove_unused_categories().cat.categories)
+        if library_key is not None
+        else ["all"]
+    )
     groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
     n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else n_jobs
-    _assert_fits_memory(
-        fit_bytes(adata.n_obs, adata.n_vars, n_parallel=min(n_replicates, n_workers) if sweep else 0),
-        f"SpiceMix on a dense {adata.n_obs} cells x {adata.n_vars} genes matrix",
-        "subset the genes first (e.g. `sc.pp.highly_variable_genes(adata, subset=True)`) or the cells",
+    n_bytes = fit_bytes(
+        adata.n_obs,
+        adata.n_vars,
+        n_parallel=min(n_replicates, n_workers) if sweep else 0,
+        nnz=x.nnz if sp.issparse(x) else None,
+        n_factors=max(ks),
     )
-    y = x.toarray() if sp.issparse(x) else np.asarray(x)
-    y = np.asarray(y, dtype=np.float64)
+    if sweep:
+        # The resamples, one task per replicate and K, each K's states and their pairwise instability.
+        n_bytes += bootstrap_bytes(adata.n_vars, n_replicates) + len(ks) * n_replicates * REPLICATE_OVERHEAD
+        n_bytes += n_replicates * adata.n_obs * max(ks) * 4 + instability_bytes(n_replicates, adata.n_obs, max(ks))
+    _assert_fits_memory(
+        n_bytes,
+        f"SpiceMix on a {'sparse' if sp.issparse(x) else 'dense'} {adata.n_obs} cells x {adata.n_vars} genes matrix"
+        + (f" with {n_replicates} replicates per K" if sweep else ""),
+        "subset the genes first (e.g. `sc.pp.highly_variable_genes(adata, subset=True)`) or the cells"
+        + (", or use fewer `n_replicates`" if sweep else ""),
+    )
+    # Sparse data stay sparse: the engine needs only y @ M, y^T X and ||y||^2.
+    y = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
 
     fit_kwargs = {
         "lambda_x": lambda_x,
@@ -270,9 +300,9 @@ def spicemix(
             **fit_kwargs,
         )
     _warn_degenerate(res.history, k_best)
-    libraries = list(adata.obs[library_key].cat.categories) if library_key is not None else ["all"]
     uns = {
         "k": k_best,
+        "loadings_key": f"{key_added}_metagenes",
         "affinity": res.affinity,
         "sigma_y": float(res.sigma_y),
         "history": res.history,
@@ -309,7 +339,7 @@ def spicemix(
         ("varm", f"{key_added}_metagenes", res.M),
         ("uns", key_added, uns),
     ]
-    _save_results(target, writes, start)
+    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
     return target if copy else None
 
 

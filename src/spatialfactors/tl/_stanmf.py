@@ -17,41 +17,51 @@ from tqdm.auto import tqdm
 from spatialfactors._validation import (
     _assert_bool,
     _assert_choice,
+    _assert_copy,
+    _assert_device,
     _assert_fits_memory,
     _assert_int_range,
     _assert_n_jobs,
     _assert_no_empty_lines,
     _assert_nonnegative_finite,
     _assert_real_range,
+    _assert_result_key,
     _assert_str,
+    _constant_columns,
     _extract_adata,
+    _factorisation_slots,
     _fix_dtype_hint,
     _get_matrix,
     _int_list,
     _is_int,
     _matrix_label,
     _save_results,
+    _warn_undefined,
 )
 from spatialfactors.models._operator import DataOperator
-from spatialfactors.models.nmf import nmf
+from spatialfactors.models.nmf import nmf, scale_exponent
 from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
 from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
 from spatialfactors.models.stanmf import stability_sweep, sweep_bytes
 
 
-def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Moran's I of every pattern with squidpy, on a scratch AnnData (nothing is written to ``adata``)."""
+def _morans_i(adata: AnnData, graph: sp.csr_matrix, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Moran's I of every pattern with squidpy, on a scratch AnnData (nothing is written to ``adata``).
+
+    ``graph`` is the checked sparse graph; a constant pattern has no Moran's I (NaN, with a warning).
+    """
     import squidpy as sq
 
     scratch = AnnData(obs=pd.DataFrame(index=adata.obs_names))
-    scratch.obsp[connectivity_key] = adata.obsp[connectivity_key]
+    scratch.obsp["graph"] = graph
     frames = []
     for method, d in dictionaries.items():
-        scratch.obsm["patterns"] = np.asarray(d, dtype=np.float64)
+        d = np.asarray(d, dtype=np.float64)
+        scratch.obsm["patterns"] = d
         res = sq.gr.spatial_autocorr(
             scratch,
-            connectivity_key=connectivity_key,
+            connectivity_key="graph",
             attr="obsm",
             layer="patterns",
             mode="moran",
@@ -61,7 +71,40 @@ def _morans_i(adata: AnnData, connectivity_key: str, dictionaries: dict[str, np.
         frames.append(
             pd.DataFrame({"method": method, "pattern": res.index.astype(int), "morans_i": res["I"].to_numpy()})
         )
+        constant = _constant_columns(d)
+        if constant.size:
+            _warn_undefined(
+                f"Moran's I of {method} pattern(s) {constant.tolist()}",
+                "the pattern is constant over the obs (it has no spatial variation)",
+                "fewer `n_components` may avoid empty patterns",
+            )
     return pd.concat(frames, ignore_index=True).sort_values(["method", "pattern"], ignore_index=True)
+
+
+def _moran_graph(adata: AnnData, connectivity_key: str) -> sp.csr_matrix | None:
+    """Return the graph for Moran's I as a checked CSR matrix (dense arrays too), or None without edges (warned)."""
+    graph = adata.obsp[connectivity_key]
+    weights = graph.data if sp.issparse(graph) else np.asarray(graph)
+    if weights.dtype.kind not in "iufb" or not np.isfinite(weights).all():
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` (used for Moran's I) must hold finite real weights; rebuild it "
+            "with `sq.gr.spatial_neighbors_delaunay(adata)`, or pass another `connectivity_key`."
+        )
+    if (weights < 0).any():
+        raise ValueError(
+            f"`adata.obsp[{connectivity_key!r}]` (used for Moran's I) has negative weights; rebuild it with "
+            "`sq.gr.spatial_neighbors_delaunay(adata)`, or pass another `connectivity_key`."
+        )
+    graph = sp.csr_matrix(graph, dtype=np.float64)
+    graph.eliminate_zeros()
+    if graph.nnz == 0:
+        _warn_undefined(
+            "Moran's I",
+            f"`adata.obsp[{connectivity_key!r}]` has no edges",
+            "it is left out; rebuild the graph, e.g. `sq.gr.spatial_neighbors_delaunay(adata)`",
+        )
+        return None
+    return graph
 
 
 def stanmf(
@@ -127,7 +170,7 @@ def stanmf(
     dtype
         Working precision of the solver.
     device
-        Torch device, e.g. ``"cuda"``.
+        Torch device, e.g. ``"cuda"`` (checked to exist before anything is computed).
     batch_size
         Replicates solved together; chosen from the data size by default. Batches round
         differently in float32, so another ``batch_size`` moves the instabilities by ~1e-7.
@@ -158,7 +201,14 @@ def stanmf(
     - ``.uns[key_added]``: ``instability`` (table with columns method, K, metric, mean, std,
       n_replicates), ``k`` (K*), ``genes`` (per gene: ``reconstruction_pcc``,
       ``n_patterns`` with a non-zero coefficient, and ``pca_reconstruction_pcc``),
-      ``morans_i`` (when the graph exists), ``compression_error`` and ``params``.
+      ``morans_i`` (when the graph exists; NaN with a warning for a constant pattern),
+      ``compression_error``, ``loadings_key`` (``'{key_added}_loadings'``: the loadings of this run, as
+      :func:`spatialfactors.tl.pattern_genes` reads them) and ``params``.
+
+    A result under ``key_added`` replaces every slot of an earlier factorisation under that key (also
+    SpiceMix's ``.varm['{key_added}_metagenes']``), so nothing stale stays beside it. NMF is
+    scale-equivariant: data with entries beyond ``2**32`` (or all below ``2**-32``), whose sums of
+    squares would overflow float32, are factorised times a power of two and the factors scaled back.
 
     Examples
     --------
@@ -171,6 +221,10 @@ def stanmf(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
+    if adata.n_obs < 2:
+        raise ValueError(
+            f"staNMF needs at least 2 obs (patterns over obs), `adata` has {adata.n_obs}; check the subsetting."
+        )
     sweep = not _is_int(n_components)
     ks = _int_list("n_components", n_components, 1, min(adata.shape))
     if sweep:
@@ -189,18 +243,20 @@ def stanmf(
     _assert_n_jobs(n_jobs)
     _assert_str("connectivity_key", connectivity_key)
     _assert_str("key_added", key_added)
-    _assert_bool("copy", copy)
+    _assert_copy(adata, copy)
+    device = _assert_device(device)
+    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.stanmf")
     _assert_nonnegative_finite(x, _matrix_label(layer), _fix_dtype_hint(layer))
     _assert_no_empty_lines(x)
-    if connectivity_key in adata.obsp:
-        graph = adata.obsp[connectivity_key]
-        weights = graph.data if sp.issparse(graph) else np.asarray(graph)
-        if weights.dtype.kind not in "iufb" or not np.isfinite(weights).all():
-            raise ValueError(
-                f"`adata.obsp[{connectivity_key!r}]` (used for Moran's I) must hold finite real weights; rebuild it "
-                "with `sq.gr.spatial_neighbors_delaunay(adata)`, or pass another `connectivity_key`."
-            )
+    graph = _moran_graph(adata, connectivity_key) if connectivity_key in adata.obsp else None
     np_dtype = np.float32 if dtype == "float32" else np.float64
+    max_value = float(abs(x).max()) if sp.issparse(x) else float(np.max(x))
+    exponent = scale_exponent(max_value)
+    if exponent // 2 > np.finfo(np_dtype).maxexp - 8:  # each factor carries about the square root of the scale
+        raise ValueError(
+            f"The data reach {max_value:.3g}, beyond what {dtype} factors can hold (about its square root each); "
+            "pass `dtype='float64'`, or rescale the data first (e.g. `sc.pp.normalize_total` and `sc.pp.log1p`)."
+        )
     _assert_fits_memory(
         sweep_bytes(
             adata.n_obs,
@@ -211,6 +267,8 @@ def stanmf(
             n_replicates=n_replicates if sweep else 0,
             pca=pca,
             batch_size=batch_size,
+            compress=compress if sweep else None,
+            n_ks=len(ks),
         ),
         f"staNMF on {adata.n_obs} obs x {adata.n_vars} genes (K up to {max(ks)}"
         + (f", {n_replicates} replicates)" if sweep else ")"),
@@ -220,6 +278,15 @@ def stanmf(
         + ("" if sp.issparse(x) else ", or pass a sparse matrix if the data are mostly zeros"),
     )
 
+    # NMF is scale-equivariant: data whose squares would overflow (or underflow) the working precision
+    # are factorised times a power of two (exact), and each factor gets back half of it.
+    if exponent:
+        logg.info(f"staNMF: largest value {max_value:.3g}, factorising the data times 2**{-exponent}")
+        x = x.copy() if sp.issparse(x) else np.asarray(x)
+        if sp.issparse(x):
+            x.data = np.ldexp(x.data.astype(np.float64), -exponent)
+        else:
+            x = np.ldexp(x.astype(np.float64), -exponent)
     # One copy in the working precision; sparse stays sparse.
     x = x.astype(np_dtype) if sp.issparse(x) else np.ascontiguousarray(x, dtype=np_dtype)
 
@@ -254,6 +321,13 @@ def stanmf(
     op = DataOperator(x, dtype=dtype, device=device)
     fit = nmf(None, k_best, init=init, tol=tol, max_iter=max_iter, operator=op)
     w, h = fit.W[0], fit.H[0]
+    if exponent:
+        w, h = np.ldexp(w, exponent // 2), np.ldexp(h, exponent // 2)
+    if not (np.isfinite(w).all() and np.isfinite(h).all()):
+        raise FloatingPointError(
+            f"staNMF gave non-finite factors (largest data value {max_value:.3g}); factorise with "
+            "`dtype='float64'`, or rescale the data (e.g. `sc.pp.normalize_total` and `sc.pp.log1p`)."
+        )
     genes = pd.DataFrame(
         {"reconstruction_pcc": reconstruction_pcc(op, w, h), "n_patterns": (h > 0).sum(axis=0)},
         index=adata.var_names.copy(),
@@ -263,13 +337,14 @@ def stanmf(
         axes, _, mean = pca_dictionaries(op, np.ones((1, adata.n_vars)), k_best)
         genes["pca_reconstruction_pcc"] = pca_reconstruction_pcc(op, axes[0], mean[0])
         dictionaries["pca"] = axes[0]
-    morans = _morans_i(adata, connectivity_key, dictionaries) if connectivity_key in adata.obsp else None
+    morans = _morans_i(adata, graph, dictionaries) if graph is not None else None
 
     uns = {
         "k": k_best,
         "genes": genes,
         "n_iter": int(fit.n_iter[0]),
-        "reconstruction_err": float(fit.reconstruction_err[0]),
+        "reconstruction_err": float(np.ldexp(float(fit.reconstruction_err[0]), exponent)),
+        "loadings_key": f"{key_added}_loadings",
         "params": {
             "n_components": ks,
             "n_replicates": int(n_replicates) if sweep else 0,
@@ -295,5 +370,5 @@ def stanmf(
     if pca:
         writes.append(("obsm", f"X_{key_added}_pca", dictionaries["pca"]))
     writes.append(("uns", key_added, uns))
-    _save_results(target, writes, start)
+    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
     return target if copy else None
