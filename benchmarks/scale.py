@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from spatial_domains import PeakRSS  # noqa: E402
+from spatial_domains import PeakRSS
 
 RESULTS = Path(__file__).parent / "results"
 K = 10

@@ -10,7 +10,13 @@ synthetic cortex), and nothing is tuned per data set:
 - ``NMF``: scikit-learn NMF, K = 10, on the data SpiceMix sees (each field rescaled to a mean
   total of K);
 - ``PCA + Leiden (scanpy)``: ``sc.pp.neighbors`` + ``sc.tl.leiden`` at their defaults
-  (resolution 1, whatever number of clusters that gives).
+  (resolution 1, whatever number of clusters that gives);
+- ``HMRF`` (``--methods HMRF``): ``sf.tl.hmrf_domains``, the paper's discrete HMRF comparator, on
+  the same PCA, over the smoothing values ``HMRF_BETAS``; it gives labels itself, so its rows
+  are its own protocols instead of the four below: the number of reference classes with
+  ``beta`` chosen by BIC, with the ``beta`` of the best ARI (the paper's best case, "chosen
+  manually to maximize the ARI"), and ``beta = 0`` (a Gaussian mixture); and both the number
+  of domains (that number - 3 to + 3) and ``beta`` chosen by BIC.
 
 STARmap's excitatory layers: every method factorises all 930 cells; the 493 excitatory neurons
 (eL2/3 ... eL6) are then clustered into the four layers (eL6-1 and eL6-2 are both layer 6), on
@@ -53,6 +59,7 @@ PROTOCOLS = (
     ("Leiden", "leiden", 0),
     ("Leiden, smoothed + vote", "leiden", 1),
 )
+HMRF_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 EXCITATORY = {"eL2/3": "L2/3", "eL4": "L4", "eL5": "L5", "eL6-1": "L6", "eL6-2": "L6"}
 
 
@@ -159,7 +166,7 @@ def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "da
     if method == "SpiceMix":
         sf.tl.spicemix(adata, library_key=library_key, random_state=seed, prior_from=prior_from)
         return "X_spicemix"
-    if method == "PCA":
+    if method in ("PCA", "HMRF"):  # HMRF: on the same PCA, its domains come in run()
         sc.tl.pca(adata, n_comps=min(50, adata.n_vars - 1))
         return "X_pca"
     x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
@@ -168,6 +175,35 @@ def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "da
     y = x * group_scale(x.sum(1), codes, K)[codes][:, None]  # the rescaled data SpiceMix sees
     adata.obsm["X_nmf"] = NMF(K, init="nndsvda", max_iter=1000, random_state=seed).fit_transform(y)
     return "X_nmf"
+
+
+def _hmrf_rows(adata, n: int, seed: int, library_key) -> list[dict]:
+    """The HMRF's own protocols: its domains at n (beta by BIC, by best ARI, 0) and with n and beta by BIC."""
+    import spatialfactors as sf
+
+    kw = {"beta": HMRF_BETAS, "library_key": library_key, "random_state": seed, "reference_key": "truth"}
+    rows = []
+    for name, ks in (("fixed", n), ("bic", range(max(2, n - 3), n + 4))):
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            sf.tl.hmrf_domains(adata, "X_pca", ks, key_added="hmrf", **kw)
+        table = adata.uns["hmrf"]["objective"]
+        at = {"seed": seed, "seconds": time.perf_counter() - t0, "mb": mem.mb, "method": "HMRF"}
+        chosen = table.loc[table["bic"].idxmin()]
+        picks = [(f"domains ({max(2, n - 3)}-{n + 3}) and beta by BIC", chosen)]
+        if name == "fixed":
+            picks = [
+                (f"{n} domains, beta by BIC", chosen),
+                (f"{n} domains, beta of the best ARI", table.loc[table["ari"].idxmax()]),
+                (f"{n} domains, beta 0 (Gaussian mixture)", table.loc[table["beta"] == 0].iloc[0]),
+            ]
+        for protocol, row in picks:
+            rows.append(at | {"protocol": protocol, "ari": row["ari"], "nmi": row["nmi"]} | _picked(row))
+    return rows
+
+
+def _picked(row) -> dict:
+    return {"beta": float(row["beta"]), "k": int(row["n_domains"])}
 
 
 def _score(truth, labels):
@@ -200,6 +236,9 @@ def run(title, adata, library_key, seeds, prior_from="data", methods=("SpiceMix"
                     "effective": float(hist["effective_metagenes"].iloc[-1]),
                 }
             c = a[a.obs["truth"].notna()].copy() if a.uns.get("cluster_labelled_only") else a
+            if method == "HMRF":
+                rows += _hmrf_rows(c, n, seed, library_key)
+                continue
             for protocol, cluster, smooth in PROTOCOLS:
                 sf.tl.spatial_domains(
                     c, basis, n, method=cluster, n_smooth=smooth, vote=bool(smooth), random_state=seed, key_added="d"
@@ -273,6 +312,11 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     out = table.groupby(["method", "protocol"], sort=False).agg(
         ARI=("ari", fmt), NMI=("nmi", fmt), seconds=("seconds", "median"), peak_MB=("mb", "median")
     )
+    if "beta" in table:  # HMRF: the chosen beta and number of domains over seeds
+        picked = table.groupby(["method", "protocol"], sort=False)[["beta", "k"]].agg(
+            lambda v: "" if v.isna().all() else "/".join(f"{x:g}" for x in sorted(set(v.dropna())))
+        )
+        out["beta"], out["domains"] = picked["beta"], picked["k"]
     if "effective" in table:
         eff = table.groupby(["method", "protocol"], sort=False)["effective"].min()
         out["min effective metagenes"] = eff.map(lambda v: "" if np.isnan(v) else f"{v:.1f}")
@@ -292,6 +336,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "spatial_domains.md"))
     args = parser.parse_args()
     seeds = list(range(args.seeds))
+    hmrf_only = args.methods == "HMRF"
     lines = [
         "# Spatial domains and cell types: SpiceMix at its defaults against PCA, NMF and scanpy",
         "",
@@ -305,6 +350,9 @@ def main() -> None:
         "growth, the memory was already held). `min effective metagenes`: the smallest over seeds of the exponential "
         "of the entropy of the mean proportions at the end of the fit (K = 10).",
     ]
+    if hmrf_only:  # its own protocols; the header above describes the others
+        lines[0] = "# Spatial domains: the discrete HMRF comparator (`sf.tl.hmrf_domains`)"
+        lines[2] = lines[2].split(" Clusters: ")[0] + f" HMRF on `sc.tl.pca` (defaults), beta in {list(HMRF_BETAS)}."
     for name in args.data.split(","):
         for title, adata, library_key in load(name, args.synthetic_dir):
             print(title, flush=True)

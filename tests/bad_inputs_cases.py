@@ -2110,6 +2110,7 @@ CASES += [
     ),
 ]
 
+
 # Tools: round two of the reliability review (numerics, memory, validation before the fit)
 def _device_cases(func: str) -> list[Case]:
     """Devices this machine lacks (no index 99 anywhere, no Apple GPU on the test machines) and non-devices."""
@@ -2208,7 +2209,169 @@ CASES += [
 
 
 # Discrete HMRF domains and metagene-gene regression
-CASES += []
+
+
+def make_cells_hmrf() -> ad.AnnData:
+    """The SpiceMix cell fixture after HMRF domains (a beta sweep) and a covariate-gene regression."""
+    import spatialfactors as sf
+
+    adata = make_cells_fit()
+    sf.tl.hmrf_domains(adata, "X_spicemix", 2, beta=[0.0, 1.0], library_key="fov")
+    sf.tl.covariate_genes(adata, factors=(0, 1), groupby="fov", groups="0")
+    return adata
+
+
+FIXTURES["cells_hmrf"] = make_cells_hmrf
+VALID.update(
+    {
+        "tl.hmrf_domains": (
+            "cells_fit",
+            {"basis": "X_spicemix", "n_domains": 2, "beta": [0.0, 1.0], "library_key": "fov"},
+        ),
+        "tl.covariate_genes": ("cells_fit", {"factors": (0, 1), "groupby": "fov", "groups": "0"}),
+        "pl.domains": ("cells_hmrf", {"show": False}),
+        "pl.covariate_genes": ("cells_hmrf", {"show": False}),
+    }
+)
+
+
+def _constant_column(key):
+    def mutate(a):
+        v = np.array(a.obsm[key], dtype=np.float64)
+        v[:, 0] = 1.0
+        a.obsm[key] = v
+
+    return mutate
+
+
+def _silent_group(a):
+    x = np.array(a.X, dtype=np.float64)
+    x[:15] = 0.0  # field of view "0": no gene expressed
+    a.X = x
+
+
+_H, _C = "tl.hmrf_domains", "tl.covariate_genes"
+_FIRST_TWO = np.arange(30) < 2
+
+CASES += [
+    # ---------------------------------------------------------------- tl.hmrf_domains
+    Case(_H, "basis not found", KeyError, r"`adata.obsm\['X_nope'\]` not found; compute a representation first",
+         kwargs={"basis": "X_nope"}),
+    Case(_H, "default PCA not computed", KeyError, r"`adata.obsm\['X_pca'\]` not found; .*`sc.tl.pca\(adata\)`",
+         kwargs={"basis": "X_pca"}),
+    Case(_H, "basis with NaN", ValueError, r"`adata.obsm\['X_spicemix'\]` has 1 NaN or infinite values",
+         mutate=_nan_in_obsm("X_spicemix")),
+    Case(_H, "basis with a constant column", ValueError, r"`adata.obsm\['X_spicemix'\]` has constant columns",
+         mutate=_constant_column("X_spicemix")),
+    Case(_H, "n_domains 1", ValueError, "`n_domains` must be at least 2", kwargs={"n_domains": 1}),
+    Case(_H, "n_domains a float", TypeError, "`n_domains` must be an integer or a sequence of integers, got 2.5",
+         kwargs={"n_domains": 2.5}),
+    Case(_H, "n_domains not below n_obs", ValueError, "at most 29, got 30", kwargs={"n_domains": [2, 30]}),
+    Case(_H, "n_domains empty", ValueError, "`n_domains` is empty", kwargs={"n_domains": []}),
+    Case(_H, "n_domains a string", TypeError, "`n_domains` must be an integer or a sequence",
+         kwargs={"n_domains": "3"}),
+    Case(_H, "negative beta", ValueError, "`beta` must be >= 0, got -1.0", kwargs={"beta": [0.0, -1.0]}),
+    Case(_H, "NaN beta", ValueError, "`beta` must be >= 0, got nan", kwargs={"beta": float("nan")}),
+    Case(_H, "beta a string", TypeError, "`beta` must be a number, got 'high'", kwargs={"beta": "high"}),
+    Case(_H, "beta empty", ValueError, "`beta` is empty", kwargs={"beta": []}),
+    Case(_H, "unknown covariance", ValueError, "`covariance` must be one of", kwargs={"covariance": "tied"}),
+    Case(_H, "n_dims 0", ValueError, "`n_dims` must be at least 1 and at most 3", kwargs={"n_dims": 0}),
+    Case(_H, "n_dims above the columns", ValueError, "at most 3, got 4", kwargs={"n_dims": 4}),
+    Case(_H, "max_iter 0", ValueError, "`max_iter` must be at least 1", kwargs={"max_iter": 0}),
+    Case(_H, "negative tol", ValueError, "`tol` must be >= 0", kwargs={"tol": -1e-6}),
+    Case(_H, "negative random_state", ValueError, "`random_state` must be at least 0", kwargs={"random_state": -1}),
+    Case(_H, "reference_key not a column", KeyError, r"`reference_key='truth'` is not a column",
+         kwargs={"reference_key": "truth"}),
+    *_library_cases(_H),
+    *_graph_cases(_H),
+    Case(_H, "max_distance without edge lengths", KeyError,
+         r"`max_distance` needs the edge lengths in `adata.obsp\['spatial_distances'\]`",
+         kwargs={"max_distance": 10.0}),
+    Case(_H, "max_distance drops every edge", ValueError, r"`max_distance=0.001` drops every edge",
+         kwargs={"max_distance": 0.001}, mutate=_with_distances),
+    Case(_H, "two obs", ValueError, "HMRF domains need at least 3 obs", mutate=_first_obs(2)),
+    Case(_H, "key_added of a factorisation", ValueError,
+         r"`key_added='spicemix'` would overwrite .* pass another `key_added` to `sf.tl.hmrf_domains`",
+         kwargs={"key_added": "spicemix"}),
+    Case(_H, "more memory than available", MemoryError, r"HMRF domains of 30 obs x 3 features needs .* use fewer",
+         memory=1024),
+    Case(_H, "not an AnnData", TypeError, "Expected an AnnData or a SpatialData", mutate=_not_adata),
+    *_sdata_cases(_H),
+    *_common_tool_cases(_H),
+    # ---------------------------------------------------------------- tl.covariate_genes
+    Case(_C, "neither covariate nor factors", ValueError, "Pass exactly one of `covariate`", kwargs={"factors": None}),
+    Case(_C, "both covariate and factors", ValueError, "Pass exactly one of `covariate`",
+         kwargs={"covariate": "total"}),
+    Case(_C, "covariate not a column", KeyError, r"`covariate='depth'` is not a column of `adata.obs`",
+         kwargs={"covariate": "depth", "factors": None}),
+    Case(_C, "covariate of strings", TypeError, "`covariate` must hold real numbers, got dtype object",
+         kwargs={"covariate": "fov_str", "factors": None}),
+    Case(_C, "covariate of the wrong length", ValueError, r"one value per obs \(30\), got shape \(29,\)",
+         kwargs={"covariate": np.arange(29.0), "factors": None}),
+    Case(_C, "covariate with NaN in the group", ValueError, "The covariate has 1 NaN or infinite values",
+         kwargs={"covariate": np.r_[np.nan, np.arange(29.0)], "factors": None}),
+    Case(_C, "covariate constant in the group", ValueError, "The covariate is constant among the selected cells",
+         kwargs={"covariate": np.r_[np.ones(15), np.arange(15.0)], "factors": None}),
+    Case(_C, "factor out of range", ValueError, r"`factors` \[3\] out of range for the 3 factors",
+         kwargs={"factors": (0, 3)}),
+    Case(_C, "the same factor twice", ValueError, "`factors` must be two different factors",
+         kwargs={"factors": (1, 1)}),
+    Case(_C, "factors of strings", TypeError, "`factors` must be a factor index or a pair",
+         kwargs={"factors": ("a", "b")}),
+    Case(_C, "three factors", TypeError, "`factors` must be a factor index or a pair", kwargs={"factors": (0, 1, 2)}),
+    Case(_C, "basis not found", KeyError, r"`adata.obsm\['X_nope'\]` not found; compute the factors first",
+         kwargs={"basis": "X_nope"}),
+    Case(_C, "basis with NaN", ValueError, r"`adata.obsm\['X_spicemix'\]` has 1 NaN or infinite values",
+         mutate=_nan_in_obsm("X_spicemix")),
+    Case(_C, "normalize not a bool", TypeError, "`normalize` must be True or False", kwargs={"normalize": "yes"}),
+    Case(_C, "groupby not a column", KeyError, r"`groupby='type'` is not a column", kwargs={"groupby": "type"}),
+    Case(_C, "groupby without groups", ValueError, "`groupby` needs `groups`", kwargs={"groups": None}),
+    Case(_C, "groups not found", ValueError, r"`groups` \['7'\] not found in `adata.obs\['fov'\]`",
+         kwargs={"groups": ["0", "7"]}),
+    Case(_C, "groups without groupby", ValueError, "`groups` needs `groupby`", kwargs={"groupby": None}),
+    Case(_C, "mask of integers", TypeError, "`mask` must be a boolean array with one entry per obs",
+         kwargs={"mask": np.ones(30, dtype=int)}),
+    Case(_C, "mask not a column", KeyError, r"`mask='keep'` is not a column", kwargs={"mask": "keep"}),
+    Case(_C, "two cells selected", ValueError, "needs at least 3 cells, the selection has 2",
+         kwargs={"mask": _FIRST_TWO}),
+    Case(_C, "genes not found", KeyError, r"`genes` \['Mbp'\] not in `adata.var_names`",
+         kwargs={"genes": ["g1", "Mbp"]}),
+    Case(_C, "min_fraction above 1", ValueError, "`min_fraction` must be >= 0 and <= 1", kwargs={"min_fraction": 1.5}),
+    Case(_C, "min_fraction a string", TypeError, "`min_fraction` must be a number", kwargs={"min_fraction": "30%"}),
+    Case(_C, "no gene expressed in the group", ValueError, "No gene is expressed in at least 0.3 of the 15 cells",
+         mutate=_silent_group),
+    Case(_C, "unknown correction", ValueError, "`method` must be one of", kwargs={"method": "storey"}),
+    Case(_C, "alpha 0", ValueError, "`alpha` must be > 0 and <= 1", kwargs={"alpha": 0.0}),
+    Case(_C, "negative value in X", ValueError, "The expression values contain negative values", mutate=_x(-1.0)),
+    Case(_C, "NaN in X", ValueError, "The expression values contain 1 NaN", mutate=_x(np.nan)),
+    Case(_C, "CSR X with a negative value", ValueError, "contain negative values", mutate=_x(-1.0, fmt="csr")),
+    Case(_C, "X of strings", TypeError, "must be real numbers, got strings", mutate=_astype(str)),
+    Case(_C, "layer not found", KeyError, r"Layer 'nope' not found in `adata.layers`", kwargs={"layer": "nope"}),
+    Case(_C, "layer not a string", TypeError, "`layer` must be the name of a layer", kwargs={"layer": 0}),
+    Case(_C, "more memory than available", MemoryError, r"Regression of 12 genes needs .* test fewer", memory=64),
+    Case(_C, "key_added of a factorisation", ValueError,
+         r"`key_added='spicemix'` would overwrite .* `sf.tl.covariate_genes`", kwargs={"key_added": "spicemix"}),
+    Case(_C, "not an AnnData", TypeError, "Expected an AnnData or a SpatialData", mutate=_not_adata),
+    *_sdata_cases(_C),
+    *_common_tool_cases(_C),
+    # ---------------------------------------------------------------- pl.domains, pl.covariate_genes
+    *_pl_cases("pl.domains", r"`adata.obs\['nope'\]` not found; compute domains first"),
+    Case("pl.domains", "key not a string", TypeError, "`key` must be a non-empty string", kwargs={"key": 1}),
+    Case("pl.domains", "beta not fitted", ValueError, r"`betas` \['5'\] were not fitted", kwargs={"betas": 5.0}),
+    Case("pl.domains", "betas of a labelling without a sweep", KeyError, "`betas` needs the sweep of an HMRF run",
+         kwargs={"key": "fov", "betas": 1.0}),
+    Case("pl.domains", "spatial_key not found", KeyError, r"`adata.obsm\['xy'\]` not found",
+         kwargs={"spatial_key": "xy"}),
+    Case("pl.domains", "one coordinate", ValueError, "must have at least 2 columns",
+         mutate=_set("obsm", "spatial", lambda a: a.obsm["spatial"][:, :1])),
+    Case("pl.domains", "library_key not a column", KeyError, r"`adata.obs\['slide'\]` not found",
+         kwargs={"library_key": "slide"}),
+    *_pl_cases("pl.covariate_genes", "No covariate-gene regression under key 'nope'"),
+    Case("pl.covariate_genes", "genes not tested", KeyError, r"`genes` \['Mbp'\] were not tested",
+         kwargs={"genes": ["Mbp"]}),
+    Case("pl.covariate_genes", "n_genes 0", ValueError, "`n_genes` must be at least 1", kwargs={"n_genes": 0}),
+    Case("pl.covariate_genes", "ncols 0", ValueError, "`ncols` must be at least 1", kwargs={"ncols": 0}),
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,26 +52,29 @@ def _kkt(q_mat, alpha, q, free, simplex):
     n, k = q.shape
     m = k + 1 if simplex else k
     eye = torch.eye(k, dtype=q.dtype, device=q.device)
-    qa = alpha[:, None, None] * q_mat
-    ff = free[:, :, None] & free[:, None, :]
-    a = torch.zeros(n, m, m, dtype=q.dtype, device=q.device)
-    # Fixed variables get the row and column of the identity (x_k = 0).
-    a[:, :k, :k] = torch.where(ff, qa, 0.0) + eye * (~free)[:, :, None]
-    rhs = torch.zeros(n, m, dtype=q.dtype, device=q.device)
-    rhs[:, :k] = torch.where(free, -q, 0.0)
+    f = free.to(q.dtype)
+    a = torch.empty(n, m, m, dtype=q.dtype, device=q.device)
+    # alpha_i Q on the free block; fixed variables get the row and column of the identity (x_k = 0).
+    # Written in place into the system (the largest arrays here are n x m x m).
+    block = a[:, :k, :k]
+    torch.mul(f[:, :, None] * f[:, None, :], q_mat, out=block)
+    block.mul_(alpha[:, None, None])
+    block.diagonal(dim1=1, dim2=2).add_(1.0 - f)
+    rhs = torch.empty(n, m, dtype=q.dtype, device=q.device)
+    rhs[:, :k] = torch.where(free, -q, 0.0)  # +0 off the free set (no -0 in the solution)
     if simplex:
-        f = free.to(q.dtype)
         a[:, :k, k] = -f
         a[:, k, :k] = f
+        a[:, k, k] = 0.0
         rhs[:, k] = 1.0
     sol, info = torch.linalg.solve_ex(a, rhs)
     bad = (info != 0) | ~torch.isfinite(sol).all(1)
     if bad.any():
         # A singular free block (collinear columns of Q, e.g. data of lower rank than K): the program
         # has many minimisers; a ridge of relative size eps picks one, within the KKT tolerance.
-        ridge = torch.finfo(q.dtype).eps * qa[bad].abs().amax((1, 2)).clamp_min(1e-300)
+        ridge = torch.finfo(q.dtype).eps * (alpha[bad] * q_mat.abs().max()).clamp_min(1e-300)
         a_bad = a[bad].clone()
-        a_bad[:, :k, :k] += ridge[:, None, None] * torch.where(ff[bad], eye, 0.0)
+        a_bad[:, :k, :k] += ridge[:, None, None] * (eye * f[bad][:, :, None])
         fixed, info = torch.linalg.solve_ex(a_bad, rhs[bad])
         still = (info != 0) | ~torch.isfinite(fixed).all(1)
         if still.any():  # the least-squares solution of what remains singular
@@ -79,7 +82,7 @@ def _kkt(q_mat, alpha, q, free, simplex):
         sol[bad] = fixed
     x = sol[:, :k]
     mu = sol[:, k : k + 1] if simplex else 0.0
-    grad = (qa @ x[:, :, None])[:, :, 0] + q - mu
+    grad = alpha[:, None] * (x @ q_mat) + q - mu  # Q shared: one product for all instances
     return x, grad
 
 

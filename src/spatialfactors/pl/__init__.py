@@ -1,5 +1,7 @@
 """Plotting: one function per figure, reading only what the tools wrote."""
 
+from ._covariate_genes import covariate_genes
+from ._domains import domains
 from ._genes import pattern_genes, pattern_with_genes, region_auc, sgcn
 from ._metagenes import metagene_expression, metagenes
 from ._regions import link_heatmap, linked_regions, region_correlation
@@ -9,6 +11,8 @@ from ._stanmf import instability, morans_i, patterns, patterns_per_gene, reconst
 __all__ = [
     "affinity",
     "convergence",
+    "covariate_genes",
+    "domains",
     "instability",
     "link_heatmap",
     "linked_regions",

@@ -1,7 +1,9 @@
 """Tools: AnnData wrappers that validate input, call an engine and write the results."""
 
 from ._cluster import cluster_latent
+from ._covariate_genes import covariate_genes
 from ._domains import spatial_domains
+from ._hmrf import hmrf_domains
 from ._link_regions import link_regions
 from ._pattern_genes import pattern_genes, pattern_genes_df
 from ._region_auc import region_auc
@@ -11,6 +13,8 @@ from ._stanmf import stanmf
 
 __all__ = [
     "cluster_latent",
+    "covariate_genes",
+    "hmrf_domains",
     "link_regions",
     "pattern_genes",
     "pattern_genes_df",
