@@ -136,14 +136,16 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
     for method, rows in table.groupby("method", sort=False):
         col = "100 iterations, s" if method == "SpiceMix" else "seconds"
-        label = "SpiceMix, 100 iterations" if method == "SpiceMix" else method
+        label = "SpiceMix, init + 100 iterations" if method == "SpiceMix" else method
+        if method == "SpiceMix" and (rows["100 it."] == "extrapolated").any():
+            label += " (extrapolated)"
         axes[0].loglog(rows["cells"], rows[col], "o-", label=label)
         axes[1].loglog(rows["cells"], rows["peak MB"].clip(lower=1), "o-", label=label)
     axes[0].axhline(3600, color="grey", ls=":", lw=1)
     axes[0].text(axes[0].get_xlim()[0], 3600, " 1 hour", va="bottom", fontsize=8, color="grey")
     axes[0].set(xlabel="cells", ylabel="seconds", title="Time")
     axes[1].set(xlabel="cells", ylabel="peak extra memory (MB)", title="Memory")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
