@@ -125,7 +125,9 @@ def domains(
             raise KeyError(f"`adata.obs[{library_key!r}]` not found; available: {list(adata.obs.columns)}.")
         libraries = list(pd.Categorical(adata.obs[library_key]).categories)
 
-    categories = list(dict.fromkeys(c for _, labels in panels for c in labels.categories))
+    categories = list(dict.fromkeys(str(c) for _, labels in panels for c in labels.categories))
+    if all(c.lstrip("-").isdigit() for c in categories):  # numbered domains: 0, 1, 2, ... 10, not 0, 1, 10
+        categories.sort(key=int)
     colours = sns.color_palette(palette if palette is not None else "tab20", len(categories))
     lookup = dict(zip(categories, colours, strict=True))
     fig, axes = _new_grid(len(libraries), len(panels), panel_size=(3.0, 2.6), figsize=figsize, dpi=dpi)
@@ -145,5 +147,6 @@ def domains(
             if col == 0 and lib is not None:
                 ax.set_ylabel(f"{library_key} {lib}")
     handles = [Line2D([], [], marker="o", ls="", color=lookup[c], label=c) for c in categories]
-    fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=8)
+    # At most 12 entries per legend column, so that many domains stay within the figure.
+    fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=8, ncols=-(-len(handles) // 12))
     return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
