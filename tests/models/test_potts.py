@@ -4,7 +4,8 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-from spatialfactors.models.potts import kmeans_labels, n_parameters, potts_em, potts_sweep
+from spatialfactors.models.domains import cluster_features
+from spatialfactors.models.potts import n_parameters, potts_em, potts_sweep
 
 
 def lattice(n_side=40, n_features=4, noise=1.2, seed=0):
@@ -28,7 +29,7 @@ def planted():
 
 def test_smoothing_recovers_planted_domains_far_better_than_kmeans(planted):
     y, g, truth = planted
-    init = kmeans_labels(y, 6)
+    init = cluster_features(y, 6, "kmeans")
     ari_kmeans = adjusted_rand_score(truth, init)
     fit = potts_em(y, g, init, 1.5)
     ari = adjusted_rand_score(truth, fit.labels)
@@ -45,7 +46,7 @@ def test_beta_zero_is_a_gaussian_mixture(planted):
     # beta = 0: the same EM as scikit-learn's diagonal Gaussian mixture from the same start.
     y, g, _ = planted
     y = (y - y.mean(0)) / y.std(0)  # unit variances: our relative floor equals sklearn's absolute one
-    init = kmeans_labels(y, 4)
+    init = cluster_features(y, 4, "kmeans")
     fit = potts_em(y, g, init, 0.0, reg_covar=1e-3, max_iter=30, tol=0.0)  # 30 EM steps each
     resp = np.eye(4)[init]
     means = resp.T @ y / resp.sum(0)[:, None]
@@ -71,7 +72,7 @@ def test_beta_zero_is_a_gaussian_mixture(planted):
 
 def test_beta_zero_ignores_the_graph(planted):
     y, g, _ = planted
-    init = kmeans_labels(y, 4)
+    init = cluster_features(y, 4, "kmeans")
     a = potts_em(y, g, init, 0.0)
     b = potts_em(y, sp.csr_matrix(g.shape), init, 0.0)
     np.testing.assert_array_equal(a.labels, b.labels)
@@ -80,7 +81,7 @@ def test_beta_zero_ignores_the_graph(planted):
 
 def test_objective_history_and_bic(planted):
     y, g, _ = planted
-    fit = potts_em(y, g, kmeans_labels(y, 6), 1.0)
+    fit = potts_em(y, g, cluster_features(y, 6, "kmeans"), 1.0)
     assert len(fit.history) == fit.n_iter
     assert fit.n_params == n_parameters(6, y.shape[1]) == 5 + 24 + 24
     assert fit.bic == pytest.approx(-2 * fit.loglik + fit.n_params * np.log(len(y)))
@@ -93,7 +94,7 @@ def test_full_covariance_follows_correlated_noise():
     rng = np.random.default_rng(0)
     y, g, truth = lattice(n_side=30, n_features=3, noise=0.0)
     y = y + 2.0 * rng.normal(size=(len(y), 1)) @ np.ones((1, 3)) + 0.5 * rng.normal(size=y.shape)
-    init = kmeans_labels(y, 6)
+    init = cluster_features(y, 6, "kmeans")
     full = potts_em(y, g, init, 1.5, covariance="full")
     diag = potts_em(y, g, init, 1.5)
     assert full.covariances.shape == (6, 3, 3)
@@ -131,7 +132,7 @@ def test_deterministic_for_a_seed(planted):
 
 def test_labels_numbered_from_the_largest(planted):
     y, g, _ = planted
-    fit = potts_em(y, g, kmeans_labels(y, 6), 1.0)
+    fit = potts_em(y, g, cluster_features(y, 6, "kmeans"), 1.0)
     counts = np.bincount(fit.labels)
     assert (np.diff(counts) <= 0).all()
     # The parameters follow the renumbering: each domain's mean is the mean of its cells (hard labels ~ soft).
@@ -142,4 +143,4 @@ def test_labels_numbered_from_the_largest(planted):
 def test_unknown_covariance():
     y, g, _ = lattice(n_side=6)
     with pytest.raises(ValueError, match="`covariance` must be one of"):
-        potts_em(y, g, kmeans_labels(y, 2), 1.0, covariance="spherical")
+        potts_em(y, g, cluster_features(y, 2, "kmeans"), 1.0, covariance="spherical")

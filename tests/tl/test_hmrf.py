@@ -7,7 +7,7 @@ import squidpy as sq
 from sklearn.metrics import adjusted_rand_score
 
 import spatialfactors as sf
-from spatialfactors.models.potts import kmeans_labels
+from spatialfactors.models.domains import cluster_features
 
 
 def tissue(n_side=36, noise=3.0, seed=0) -> ad.AnnData:
@@ -58,7 +58,7 @@ def test_smoothing_beats_kmeans_and_the_mixture(planted):
     adata = planted.copy()
     sf.tl.hmrf_domains(adata, n_domains=4, beta=[0.0, 1.5], reference_key="domain")
     ari = adata.uns["hmrf"]["objective"].set_index("beta")["ari"]
-    kmeans = adjusted_rand_score(adata.obs["domain"], kmeans_labels(adata.obsm["X_pca"], 4))
+    kmeans = adjusted_rand_score(adata.obs["domain"], cluster_features(adata.obsm["X_pca"], 4, "kmeans"))
     assert ari[1.5] > 0.9 and ari[1.5] > kmeans + 0.4 and ari[1.5] > ari[0.0] + 0.4, (kmeans, ari.to_dict())
     # beta = 0 is a Gaussian mixture from the k-means start: close to k-means' own labels.
     assert abs(ari[0.0] - kmeans) < 0.2

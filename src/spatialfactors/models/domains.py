@@ -134,8 +134,11 @@ def cluster_features(
         labels = fcluster(linkage(features, method="ward"), t=n_clusters, criterion="maxclust")
     elif method == "kmeans":
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
-        labels = KMeans(n_clusters, n_init=10, random_state=random_state).fit_predict(features)
+        # One thread: scikit-learn sums per-thread partial centres, so more threads change the labels.
+        with threadpool_limits(limits=1):
+            labels = KMeans(n_clusters, n_init=10, random_state=random_state).fit_predict(features)
     else:
         labels = _leiden(features, n_clusters, resolution, n_neighbors, random_state)
     return order_by_size(labels)

@@ -276,7 +276,13 @@ class _Fit:
             return torch.as_tensor(out, dtype=self.dtype, device=self.device)
         # In chunks of cells: the active-set solver holds a (K+1) x (K+1) system per instance.
         chunks = [
-            batched_qp(q_mat, alpha[i : i + QP_CHUNK], q[i : i + QP_CHUNK], simplex=simplex, x0=x0[i : i + QP_CHUNK])
+            batched_qp(
+                q_mat,
+                alpha[i : i + QP_CHUNK],
+                q[i : i + QP_CHUNK],
+                simplex=simplex,
+                x0=None if x0 is None else x0[i : i + QP_CHUNK],
+            )
             for i in range(0, len(q), QP_CHUNK)
         ]
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)

@@ -41,7 +41,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
-from spatialfactors.models.domains import order_by_size
+from spatialfactors.models.domains import cluster_features
 
 COVARIANCES = ("diag", "full")
 
@@ -161,25 +161,6 @@ def n_parameters(n_domains: int, n_features: int, covariance: str = "diag", beta
     return (n_domains - 1) + n_domains * n_features + cov + int(beta_free)
 
 
-def kmeans_labels(features: np.ndarray, n_domains: int, random_state: int = 0) -> np.ndarray:
-    """k-means labels (10 starts, seeded, one thread), the initialisation of :func:`potts_em`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from spatialfactors.models.potts import kmeans_labels
-    >>> kmeans_labels(np.r_[np.zeros((4, 1)), np.ones((2, 1))], 2).tolist()  # numbered from the largest
-    [0, 0, 0, 0, 1, 1]
-    """
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    # One thread: scikit-learn sums per-thread partial centres, so more threads change the labels.
-    with threadpool_limits(limits=1):
-        labels = KMeans(n_domains, n_init=10, random_state=random_state).fit_predict(np.asarray(features, np.float64))
-    return order_by_size(labels)
-
-
 def potts_em(
     features: np.ndarray,
     adjacency: sp.spmatrix,
@@ -202,7 +183,7 @@ def potts_em(
     adjacency
         (N, N) symmetric spatial graph; weights are ignored.
     init_labels
-        (N,) labels ``0..K-1`` to start from (e.g. :func:`kmeans_labels`).
+        (N,) labels ``0..K-1`` to start from (e.g. k-means, :func:`~spatialfactors.models.domains.cluster_features`).
     beta
         Potts smoothing (0: a Gaussian mixture).
     covariance
@@ -342,7 +323,7 @@ def potts_sweep(
     beta_free = len(betas) > 1
     rows, fits = [], {}
     for k in sorted(int(k) for k in n_domains):
-        init = kmeans_labels(y, k, random_state)
+        init = cluster_features(y, k, "kmeans", random_state=random_state)
         for b in betas:
             fit = potts_em(
                 y,

@@ -17,6 +17,7 @@ from spatialfactors._validation import (
     _assert_copy,
     _assert_fits_memory,
     _assert_nonnegative_finite,
+    _assert_obs_key,
     _assert_real_range,
     _assert_result_key,
     _assert_str,
@@ -41,10 +42,7 @@ def _covariate(adata, covariate, basis, factors, normalize) -> tuple[np.ndarray,
         )
     if covariate is not None:
         if isinstance(covariate, str):
-            if covariate not in adata.obs:
-                raise KeyError(
-                    f"`covariate={covariate!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-                )
+            _assert_obs_key(adata, "covariate", covariate)
             values, label = adata.obs[covariate].to_numpy(), covariate
         else:
             values, label = np.asarray(covariate), "covariate"
@@ -75,10 +73,7 @@ def _cell_mask(adata, groupby, groups, mask) -> np.ndarray:
     keep = np.ones(adata.n_obs, dtype=bool)
     if groupby is not None:
         _assert_str("groupby", groupby)
-        if groupby not in adata.obs:
-            raise KeyError(
-                f"`groupby={groupby!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-            )
+        _assert_obs_key(adata, "groupby", groupby)
         if groups is None:
             raise ValueError("`groupby` needs `groups`: the group(s) of cells to test in.")
         groups = [groups] if isinstance(groups, str) or not isinstance(groups, Sequence) else list(groups)
@@ -91,8 +86,7 @@ def _cell_mask(adata, groupby, groups, mask) -> np.ndarray:
         raise ValueError("`groups` needs `groupby`: the `.obs` column the groups are read from.")
     if mask is not None:
         if isinstance(mask, str):
-            if mask not in adata.obs:
-                raise KeyError(f"`mask={mask!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}.")
+            _assert_obs_key(adata, "mask", mask)
             mask = adata.obs[mask].to_numpy()
         mask = np.asarray(mask)
         if mask.dtype != bool or mask.shape != (adata.n_obs,):
