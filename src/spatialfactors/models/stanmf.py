@@ -25,6 +25,12 @@ from .stability import instability, instability_bytes
 
 #: Rank of the compression used for K components: K + this, at most ``compress``.
 COMPRESS_OVERSAMPLE = 20
+#: ``compress="auto"`` compresses inputs with at least this many entries (atlas-sized: 10k x 2k)...
+AUTO_COMPRESS_ENTRIES = 20_000_000
+#: ... when the rank used for the smallest K loses at most this fraction of ``||X||_F``. Real
+#: panels are far from low rank (STARmap 930 x 1,020: 0.63 at rank 26; its instability curve
+#: and K* change when compressed), a smooth atlas-like matrix is close to it (0.005).
+AUTO_COMPRESS_ERROR = 0.05
 
 
 def sweep_bytes(
@@ -37,7 +43,7 @@ def sweep_bytes(
     n_replicates: int = 0,
     pca: bool = False,
     batch_size: int | None = None,
-    compress: int | None = None,
+    compress: int | str | None = None,
     n_ks: int = 1,
 ) -> int:
     """Peak memory (bytes) of a staNMF fit or sweep up to ``n_components`` factors.
@@ -60,6 +66,9 @@ def sweep_bytes(
         data = 2 * nnz * (itemsize + 8) + 2 * (n_obs + n_vars + 2) * 8
     else:
         data = 2 * n_obs * n_vars * itemsize
+    if compress == "auto":  # counted as compressed whenever the size allows it (an upper bound)
+        rank = n_components + COMPRESS_OVERSAMPLE
+        compress = rank if n_obs * n_vars >= AUTO_COMPRESS_ENTRIES and min(n_obs, n_vars) >= 4 * rank else None
     if compress:
         rank = min(compress, n_components + COMPRESS_OVERSAMPLE)
         data += (n_obs + n_vars) * (3 * compress + n_ks * rank) * itemsize
@@ -169,6 +178,32 @@ def _pca_task(data: _Data, k: int, weights: np.ndarray) -> np.ndarray:
     return axes.astype(np.float32)
 
 
+#: Measured cost of one NMF replicate grows about as K**1.5 (per-iteration products K-wide, more
+#: iterations for larger K: 0.6 -> 3.6 s from K 8 to 30 on STARmap, 1.3 -> 17 s on 5,000 x 500);
+#: a PCA replicate costs 1-12% of the NMF one at the same K (a few randomised products).
+NMF_WORK_EXPONENT = 1.5
+PCA_WORK = 0.05
+
+
+def task_work(slots: list[tuple[str, int, int]]) -> list[float]:
+    """Share of the sweep's work of each task ``(method, K, n_replicates)``.
+
+    Weighted by the measured cost model above and scaled so that the shares add up to the
+    total number of replicates, so that a progress bar over that total keeps its meaning
+    while advancing at the pace of the work.
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stanmf import task_work
+    >>> w = task_work([("nmf", 8, 10), ("nmf", 30, 10), ("pca", 8, 10), ("pca", 30, 10)])
+    >>> round(sum(w), 9), w[1] > 5 * w[0], w[2] < 0.1 * w[0]
+    (40.0, True, True)
+    """
+    raw = [n * k**NMF_WORK_EXPONENT * (PCA_WORK if method == "pca" else 1.0) for method, k, n in slots]
+    total, n_replicates = sum(raw), sum(n for _, _, n in slots)
+    return [r * n_replicates / total for r in raw] if total > 0 else [float(n) for _, _, n in slots]
+
+
 @dataclass
 class SweepResult:
     """Result of :func:`stability_sweep`.
@@ -179,10 +214,13 @@ class SweepResult:
         Instability per method and K (columns ``method, K, metric, mean, std, n_replicates``).
     compression_error
         ``||X - Q B||_F / ||X||_F`` of the compressed sweep, or None for an exact sweep.
+    compress
+        Rank of the compression used (``compress="auto"`` resolved), or None for an exact sweep.
     """
 
     table: pd.DataFrame
     compression_error: float | None
+    compress: int | None = None
 
 
 def stability_sweep(
@@ -196,7 +234,7 @@ def stability_sweep(
     init: str = "nndsvd",
     tol: float = 1e-4,
     max_iter: int = 200,
-    compress: int | None = None,
+    compress: int | str | None = None,
     dtype: str = "float32",
     device: str = "cpu",
     batch_size: int | None = None,
@@ -224,12 +262,18 @@ def stability_sweep(
     compress
         Rank of one randomised compression ``X ~ Q B`` shared by the sweep; K components use
         its leading ``min(compress, K + 20)`` singular directions. ``None``: exact products.
+        ``"auto"``: compressed at rank ``max(K) + 20`` when ``X`` has at least
+        ``AUTO_COMPRESS_ENTRIES`` entries, its smaller dimension is at least four times that
+        rank, and the rank used for the smallest K loses at most ``AUTO_COMPRESS_ERROR`` of
+        ``||X||_F``; exact otherwise (the result's ``compress`` says which).
     n_jobs
         joblib workers; every task runs on one thread, so use as many workers as cores
         (``None`` or ``-1``: all cores; under ``joblib.parallel_config(backend="dask")`` the
         cluster's workers).
     progress
-        Called with the number of replicates finished after every task.
+        Called after every task with its share of the sweep's work (:func:`task_work`): the
+        shares add up to the number of replicates of all methods, so a progress bar over that
+        total advances at the pace of the work, not of the task count.
 
     Returns
     -------
@@ -253,13 +297,16 @@ def stability_sweep(
     seed = 0
     kwargs = {"init": init, "tol": tol, "max_iter": max_iter, "dtype": dtype, "device": device, "seed": seed}
     data = {k: _Data(x=X, shape=tuple(X.shape), dtype=dtype, device=device, kwargs=kwargs) for k in ks}
-    compression_error, errors = None, {}
+    compression_error, errors, exact, comp = None, {}, None, None
+    if compress == "auto":
+        compress, exact, comp = _auto_compression(X, ks, dtype, device, seed)
     if compress:
         # One compression for the whole sweep, in the singular basis of B, so that K components
         # use its leading K + 20 directions (products cost in proportion to that rank).
         # X is streamed through an aligned buffer, not copied: the compression needs few products.
-        exact = DataOperator(X, dtype=dtype, device=device, copy_unaligned=False)
-        comp = exact.compress(compress, seed=seed).ordered()
+        if comp is None:
+            exact = DataOperator(X, dtype=dtype, device=device, copy_unaligned=False)
+            comp = exact.compress(compress, seed=seed).ordered()
         compression_error = comp.relative_error(exact)
         for k in ks:
             part = comp.truncate(min(compress, k + COMPRESS_OVERSAMPLE))
@@ -278,11 +325,12 @@ def stability_sweep(
                 tasks.append(delayed(fn)(data[k], k, weights[start : start + batch_size]))
                 slots.append((method, k, min(batch_size, n_replicates - start)))
     rows, pending = [], {}
+    work = task_work(slots)
     results = Parallel(n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator")(tasks)
-    for (method, k, n_done), dicts in zip(slots, results, strict=True):
+    for (method, k, _), dicts, units in zip(slots, results, work, strict=True):
         pending.setdefault((method, k), []).append(dicts)
         if progress is not None:
-            progress(n_done)
+            progress(units)
         if sum(len(d) for d in pending[(method, k)]) == n_replicates:
             # The replicates' dictionaries as views of the task results (no stacked copy).
             inst = instability([d for batch in pending.pop((method, k)) for d in batch], metric)
@@ -298,4 +346,16 @@ def stability_sweep(
             )
             if compress:
                 rows[-1]["compression_error"] = errors[k]
-    return SweepResult(pd.DataFrame(rows), compression_error)
+    return SweepResult(pd.DataFrame(rows), compression_error, compress or None)
+
+
+def _auto_compression(X, ks: list[int], dtype: str, device: str, seed: int):
+    """``(rank, exact operator, compression)`` for ``compress="auto"``, or ``(None, None, None)``."""
+    rank = max(ks) + COMPRESS_OVERSAMPLE
+    if X.shape[0] * X.shape[1] < AUTO_COMPRESS_ENTRIES or min(X.shape) < 4 * rank:
+        return None, None, None
+    exact = DataOperator(X, dtype=dtype, device=device, copy_unaligned=False)
+    comp = exact.compress(rank, seed=seed).ordered()
+    if comp.truncate(min(ks) + COMPRESS_OVERSAMPLE).relative_error(exact) > AUTO_COMPRESS_ERROR:
+        return None, None, None
+    return rank, exact, comp

@@ -1,0 +1,64 @@
+"""The staNMF sweep's progress accounting and its automatic compression."""
+
+import numpy as np
+import pytest
+
+from spatialfactors.models.stanmf import (
+    AUTO_COMPRESS_ENTRIES,
+    AUTO_COMPRESS_ERROR,
+    _auto_compression,
+    stability_sweep,
+    sweep_bytes,
+    task_work,
+)
+
+
+def test_task_work_adds_up_to_the_replicates_and_weights_by_cost():
+    slots = [("nmf", 8, 4), ("nmf", 8, 2), ("nmf", 30, 4), ("pca", 8, 4), ("pca", 30, 4)]
+    work = task_work(slots)
+    assert sum(work) == pytest.approx(sum(n for _, _, n in slots), rel=1e-12)
+    # proportional to the replicates of a task, growing with K, PCA far cheaper than NMF
+    assert work[0] == pytest.approx(2 * work[1], rel=1e-12)
+    assert work[2] / work[0] == pytest.approx((30 / 8) ** 1.5, rel=1e-12)
+    assert work[3] < 0.1 * work[0] and work[4] < 0.1 * work[2]
+
+
+def test_progress_reports_the_whole_sweep_once():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3)) @ rng.random((3, 30))
+    seen = []
+    stability_sweep(x, [2, 3, 4], n_replicates=4, pca=True, n_jobs=1, batch_size=2, progress=seen.append)
+    assert len(seen) == 3 * 2 * 2  # tasks: 3 K x 2 batches x (NMF, PCA)
+    assert sum(seen) == pytest.approx(3 * 4 * 2, rel=1e-12)
+    # the NMF replicates of the largest K carry the most work, the PCA ones the least
+    assert max(seen[:6]) == seen[5] and max(seen[6:]) < min(seen[:6])
+
+
+def test_auto_keeps_small_inputs_exact():
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 4)) @ rng.random((4, 50))
+    auto = stability_sweep(x, [3, 4], n_replicates=3, compress="auto", n_jobs=1)
+    exact = stability_sweep(x, [3, 4], n_replicates=3, compress=None, n_jobs=1)
+    assert auto.compress is None and auto.compression_error is None
+    np.testing.assert_array_equal(auto.table["mean"].to_numpy(), exact.table["mean"].to_numpy())
+
+
+def test_auto_compresses_only_near_low_rank_atlas_sized_inputs():
+    rng = np.random.default_rng(2)
+    n, m = 20_000, AUTO_COMPRESS_ENTRIES // 20_000
+    low_rank = (rng.random((n, 6), dtype=np.float32) @ rng.random((6, m), dtype=np.float32)).astype(np.float32)
+    rank, exact, comp = _auto_compression(low_rank, [4, 6], "float32", "cpu", 0)
+    assert rank == 6 + 20
+    assert comp.truncate(24).relative_error(exact) < AUTO_COMPRESS_ERROR
+    # full-rank noise of the same size: compression would lose most of X, so the sweep stays exact
+    low_rank += 0.5 * rng.random((n, m), dtype=np.float32)
+    assert _auto_compression(low_rank, [4, 6], "float32", "cpu", 0) == (None, None, None)
+    # one entry short of the threshold: exact, without computing a compression
+    assert _auto_compression(low_rank[:, : m - 1], [4, 6], "float32", "cpu", 0) == (None, None, None)
+
+
+def test_memory_estimate_of_auto_bounds_both_paths():
+    kw = {"itemsize": 4, "n_replicates": 10, "n_ks": 5}
+    big = (40_000, 1_000)
+    assert sweep_bytes(*big, 10, compress="auto", **kw) == sweep_bytes(*big, 10, compress=30, **kw)
+    assert sweep_bytes(100, 50, 10, compress="auto", **kw) == sweep_bytes(100, 50, 10, compress=None, **kw)
