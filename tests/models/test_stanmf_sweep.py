@@ -1,6 +1,7 @@
 """The staNMF sweep's progress accounting and its automatic compression."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from spatialfactors.models.stanmf import (
@@ -13,25 +14,55 @@ from spatialfactors.models.stanmf import (
 )
 
 
-def test_task_work_adds_up_to_the_replicates_and_weights_by_cost():
+def test_task_work_weights_by_the_measured_cost():
     slots = [("nmf", 8, 4), ("nmf", 8, 2), ("nmf", 30, 4), ("pca", 8, 4), ("pca", 30, 4)]
-    work = task_work(slots)
-    assert sum(work) == pytest.approx(sum(n for _, _, n in slots), rel=1e-12)
-    # proportional to the replicates of a task, growing with K, PCA far cheaper than NMF
-    assert work[0] == pytest.approx(2 * work[1], rel=1e-12)
+    work = task_work(slots, k_ref=8)
+    assert work[0] == pytest.approx(4.0) and work[1] == pytest.approx(2.0)  # NMF replicates at k_ref
     assert work[2] / work[0] == pytest.approx((30 / 8) ** 1.5, rel=1e-12)
     assert work[3] < 0.1 * work[0] and work[4] < 0.1 * work[2]
 
 
-def test_progress_reports_the_whole_sweep_once():
+def test_progress_adds_up_to_the_announced_total():
     rng = np.random.default_rng(0)
     x = rng.random((40, 3)) @ rng.random((3, 30))
-    seen = []
-    stability_sweep(x, [2, 3, 4], n_replicates=4, pca=True, n_jobs=1, batch_size=2, progress=seen.append)
-    assert len(seen) == 3 * 2 * 2  # tasks: 3 K x 2 batches x (NMF, PCA)
-    assert sum(seen) == pytest.approx(3 * 4 * 2, rel=1e-12)
+    seen, totals = [], []
+    kw = {"n_replicates": 4, "pca": True, "n_jobs": 1, "batch_size": 2}
+    stability_sweep(x, [2, 3, 4], progress=seen.append, progress_total=totals.append, **kw)
+    assert len(seen) == 3 * 2 * 2 and len(totals) == 1  # tasks: 3 K x 2 batches x (NMF, PCA)
+    assert sum(seen) == pytest.approx(totals[0], rel=1e-12)
     # the NMF replicates of the largest K carry the most work, the PCA ones the least
     assert max(seen[:6]) == seen[5] and max(seen[6:]) < min(seen[:6])
+
+
+def _planted(seed=0, k=4):
+    rng = np.random.default_rng(seed)
+    return rng.gamma(0.3, 1.0, (300, k)) @ rng.gamma(0.3, 1.0, (k, 80)) + 0.05 * rng.random((300, 80))
+
+
+def test_screened_sweep_gives_the_full_rows_where_it_matters():
+    x, ks = _planted(), [2, 3, 4, 5, 6, 7]
+    kw = {"n_replicates": 8, "pca": True, "n_jobs": 1, "batch_size": 4}
+    full = stability_sweep(x, ks, **kw).table
+    seen, totals = [], []
+    screened = stability_sweep(x, ks, screen=4, progress=seen.append, progress_total=totals.append, **kw).table
+    nmf_full = full[full["method"] == "nmf"].set_index("K")
+    nmf = screened[screened["method"] == "nmf"].set_index("K")
+    # the planted K is the best in both, and every K that got all replicates has the full row
+    assert nmf["mean"].idxmin() == nmf_full["mean"].idxmin() == 4
+    again = nmf.index[nmf["n_replicates"] == 8]
+    assert 4 in again and len(again) < len(ks)
+    pd.testing.assert_frame_equal(nmf.loc[again], nmf_full.loc[again])
+    assert set(nmf["n_replicates"]) == {4, 8}
+    # the PCA comparator is never screened
+    pca = screened[screened["method"] == "pca"].set_index("K")
+    pd.testing.assert_frame_equal(pca, full[full["method"] == "pca"].set_index("K"))
+    # the bar's total is announced again when the second pass is planned, and the work adds up to it
+    assert len(totals) == 2 and totals[1] > totals[0] and sum(seen) == pytest.approx(totals[1], rel=1e-12)
+
+
+def test_screen_below_two_is_refused():
+    with pytest.raises(ValueError, match="`screen` must be at least 2"):
+        stability_sweep(np.ones((5, 4)), [2], n_replicates=4, screen=1)
 
 
 def test_auto_keeps_small_inputs_exact():

@@ -185,23 +185,20 @@ NMF_WORK_EXPONENT = 1.5
 PCA_WORK = 0.05
 
 
-def task_work(slots: list[tuple[str, int, int]]) -> list[float]:
-    """Share of the sweep's work of each task ``(method, K, n_replicates)``.
+def task_work(slots: list[tuple[str, int, int]], k_ref: float) -> list[float]:
+    """Work of each task ``(method, K, n_replicates)`` in NMF replicates at ``k_ref`` components.
 
-    Weighted by the measured cost model above and scaled so that the shares add up to the
-    total number of replicates, so that a progress bar over that total keeps its meaning
-    while advancing at the pace of the work.
+    From the measured cost model above; a progress bar over the summed work of a sweep advances
+    at the pace of the work, not of the task count.
 
     Examples
     --------
     >>> from spatialfactors.models.stanmf import task_work
-    >>> w = task_work([("nmf", 8, 10), ("nmf", 30, 10), ("pca", 8, 10), ("pca", 30, 10)])
-    >>> round(sum(w), 9), w[1] > 5 * w[0], w[2] < 0.1 * w[0]
-    (40.0, True, True)
+    >>> w = task_work([("nmf", 8, 10), ("nmf", 32, 10), ("pca", 8, 10)], k_ref=8)
+    >>> [round(v, 6) for v in w]
+    [10.0, 80.0, 0.5]
     """
-    raw = [n * k**NMF_WORK_EXPONENT * (PCA_WORK if method == "pca" else 1.0) for method, k, n in slots]
-    total, n_replicates = sum(raw), sum(n for _, _, n in slots)
-    return [r * n_replicates / total for r in raw] if total > 0 else [float(n) for _, _, n in slots]
+    return [n * (k / k_ref) ** NMF_WORK_EXPONENT * (PCA_WORK if method == "pca" else 1.0) for method, k, n in slots]
 
 
 @dataclass
@@ -239,7 +236,9 @@ def stability_sweep(
     device: str = "cpu",
     batch_size: int | None = None,
     n_jobs: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    screen: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    progress_total: Callable[[float], None] | None = None,
 ) -> SweepResult:
     """Bootstrap instability of NMF (and optionally PCA) dictionaries for every K.
 
@@ -270,10 +269,16 @@ def stability_sweep(
         joblib workers; every task runs on one thread, so use as many workers as cores
         (``None`` or ``-1``: all cores; under ``joblib.parallel_config(backend="dask")`` the
         cluster's workers).
-    progress
-        Called after every task with its share of the sweep's work (:func:`task_work`): the
-        shares add up to the number of replicates of all methods, so a progress bar over that
-        total advances at the pace of the work, not of the task count.
+    screen
+        Replicates of a first pass over every K; the K whose instability is within one
+        standard deviation (of the pairwise dissimilarities at the best K) of the lowest then
+        get all ``n_replicates`` (the same resamples, so their rows equal an unscreened
+        sweep's), the others keep ``screen`` (the table's ``n_replicates`` says which). ``None``:
+        every K gets ``n_replicates``. The PCA comparator always gets ``n_replicates``.
+    progress, progress_total
+        ``progress`` is called after every task with its work (:func:`task_work`, in NMF
+        replicates at the mean K); ``progress_total`` with the total work of the sweep when it is
+        known: before the first task, and again when the screened second pass is planned.
 
     Returns
     -------
@@ -292,6 +297,8 @@ def stability_sweep(
     from spatialfactors._validation import _assert_device
 
     device = _assert_device(device)
+    if screen is not None and screen < 2:
+        raise ValueError(f"`screen` must be at least 2 replicates (an instability needs two), got {screen}.")
     ks = [int(k) for k in n_components]
     weights = bootstrap_weights(X.shape[1], n_replicates, random_state)
     seed = 0
@@ -317,21 +324,47 @@ def stability_sweep(
         batch_size = default_batch_size(*X.shape, max(ks), n_replicates, 4 if dtype == "float32" else 8)
     kwargs["batch_size"] = batch_size
 
-    methods = [("nmf", _nmf_task)] + ([("pca", _pca_task)] if pca else [])
+    # Screening: every K with the first ``screen`` replicates, then all ``n_replicates`` for the K
+    # whose screened instability is within one standard deviation (of the pairwise
+    # dissimilarities at the best K) of the lowest. Replicate r has the same resample in both
+    # passes, so a K of the second pass gets exactly the table row of an unscreened sweep.
+    first = n_replicates if not screen or screen >= n_replicates else screen
+    plan = [("nmf", k, first) for k in ks] + ([("pca", k, n_replicates) for k in ks] if pca else [])
+    k_ref = float(np.mean(ks))
+    if progress_total is not None:
+        progress_total(sum(task_work(plan, k_ref)))
+    run = {"data": data, "weights": weights, "batch_size": batch_size, "n_jobs": n_jobs, "metric": metric}
+    rows = _run_plan(plan, k_ref=k_ref, progress=progress, **run)
+    if first < n_replicates:
+        screened = pd.DataFrame([r for r in rows if r["method"] == "nmf"]).set_index("K")
+        best = screened["mean"].idxmin()
+        close = screened.index[screened["mean"] <= screened.loc[best, "mean"] + screened.loc[best, "std"]]
+        again = [("nmf", int(k), n_replicates) for k in close]
+        if progress_total is not None:
+            progress_total(sum(task_work(plan + again, k_ref)))
+        full = {r["K"]: r for r in _run_plan(again, k_ref=k_ref, progress=progress, **run)}
+        rows = [full.get(r["K"], r) if r["method"] == "nmf" else r for r in rows]
+    for row in rows:
+        if compress:
+            row["compression_error"] = errors[row["K"]]
+    return SweepResult(pd.DataFrame(rows), compression_error, compress or None)
+
+
+def _run_plan(plan, *, data, weights, batch_size, n_jobs, metric, k_ref, progress) -> list[dict]:
+    """Instability rows of the planned ``(method, K, n_replicates)``: replicates 0 ... n - 1 of each."""
+    fns = {"nmf": _nmf_task, "pca": _pca_task}
     tasks, slots = [], []
-    for method, fn in methods:
-        for k in ks:
-            for start in range(0, n_replicates, batch_size):
-                tasks.append(delayed(fn)(data[k], k, weights[start : start + batch_size]))
-                slots.append((method, k, min(batch_size, n_replicates - start)))
-    rows, pending = [], {}
-    work = task_work(slots)
+    for method, k, n in plan:
+        for start in range(0, n, batch_size):
+            tasks.append(delayed(fns[method])(data[k], k, weights[start : min(start + batch_size, n)]))
+            slots.append((method, k, min(batch_size, n - start)))
+    rows, pending, wanted = [], {}, {(m, k): n for m, k, n in plan}
     results = Parallel(n_jobs=-1 if n_jobs is None else n_jobs, return_as="generator")(tasks)
-    for (method, k, _), dicts, units in zip(slots, results, work, strict=True):
+    for (method, k, _), dicts, units in zip(slots, results, task_work(slots, k_ref), strict=True):
         pending.setdefault((method, k), []).append(dicts)
         if progress is not None:
             progress(units)
-        if sum(len(d) for d in pending[(method, k)]) == n_replicates:
+        if sum(len(d) for d in pending[(method, k)]) == wanted[(method, k)]:
             # The replicates' dictionaries as views of the task results (no stacked copy).
             inst = instability([d for batch in pending.pop((method, k)) for d in batch], metric)
             rows.append(
@@ -341,12 +374,10 @@ def stability_sweep(
                     "metric": metric,
                     "mean": inst.mean,
                     "std": inst.std,
-                    "n_replicates": n_replicates,
+                    "n_replicates": wanted[(method, k)],
                 }
             )
-            if compress:
-                rows[-1]["compression_error"] = errors[k]
-    return SweepResult(pd.DataFrame(rows), compression_error, compress or None)
+    return rows
 
 
 def _auto_compression(X, ks: list[int], dtype: str, device: str, seed: int):
