@@ -355,3 +355,29 @@ def test_chunked_programs_and_subset_start_match_the_whole(small_tissue, monkeyp
     assert np.array_equal(sub, hmrf._initial_metagenes(y, 3, 0))
     corr = np.corrcoef(sub.T, m.T)[:3, 3:]
     assert np.sort(corr.max(1)).min() > 0.9
+
+
+def test_affinity_on_a_subset_of_cells_estimates_the_same_affinity(small_tissue, monkeypatch):
+    # Above AFFINITY_CELLS the pseudo-likelihood is evaluated on a fixed random subset of the cells
+    # (weighted to the scale of all of them): S has K^2 entries, so the estimate barely moves.
+    from spatialfactors.models import hmrf
+
+    y, a, _, _ = small_tissue
+    fits = {}
+    for cells in (None, len(y) // 2):
+        if cells:
+            monkeypatch.setattr(hmrf, "AFFINITY_CELLS", cells)
+        fit = _fit(y, a, 3, neutral=True)
+        fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
+        fit.x_plain()
+        fit.m_step()
+        fit.sigma_step()
+        fit.affinity_step("lbfgs", 200, 1e-2, fit.data_states()[1])
+        fits[cells] = fit
+    full, half = fits[None], fits[len(y) // 2]
+    assert full._pl_weight == 1.0 and half._pl_weight == pytest.approx(2.0, rel=0.01)
+    assert len(half._pl_rows) == len(y) // 2 and bool(full._pl_rows.all())
+    s_full, s_half = full.affinity.ravel(), half.affinity.ravel()
+    assert float(torch.corrcoef(torch.stack([s_full, s_half]))[0, 1]) > 0.95
+    # the subset's loss is on the scale of the full one (weighted), so lambda_sigma means the same
+    assert half.affinity_loss() == pytest.approx(full.affinity_loss(), rel=0.05)

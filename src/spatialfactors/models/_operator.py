@@ -16,6 +16,19 @@ import torch
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def to_tensor(a, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Return ``a`` as a torch tensor of ``dtype`` on ``device``, sharing memory when it can.
+
+    torch cannot share read-only memory (it warns and shares it anyway), and joblib hands its
+    workers large inputs as read-only memory maps: a read-only ``a`` is copied instead, into
+    torch's own (64-byte aligned) memory.
+    """
+    a = np.asarray(a)
+    if a.flags.writeable:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+    return torch.tensor(a, dtype=dtype, device=device)
+
+
 def aligned_tensor(a, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
     """Return ``a`` as a torch tensor on a 64-byte aligned buffer, sharing memory when it can.
 
@@ -23,10 +36,7 @@ def aligned_tensor(a, dtype: torch.dtype, device: torch.device | str = "cpu") ->
     unaligned buffer (e.g. an array unpickled in a joblib or dask worker) is copied once. This
     keeps serial, multi-process and cluster runs bit-identical.
     """
-    with warnings.catch_warnings():
-        # joblib hands workers read-only memory maps; the engines never write into their inputs.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        t = torch.as_tensor(np.asarray(a), device=device).to(dtype)
+    t = to_tensor(a, dtype, device)
     return t.clone() if t.data_ptr() % 64 else t
 
 
@@ -87,9 +97,10 @@ class DataOperator:
             sq = np.bincount(csr.indices, weights=values * values, minlength=self.shape[1])
             sums = np.bincount(csr.indices, weights=values, minlength=self.shape[1])
         else:
-            t = torch.as_tensor(np.asarray(X), device=self.device).to(self.dtype)
-            self._stream = not copy_unaligned and t.data_ptr() % 64 != 0
-            self._x = t if self._stream else aligned_tensor(X, self.dtype, self.device)
+            t = to_tensor(X, self.dtype, self.device)
+            unaligned = t.data_ptr() % 64 != 0
+            self._stream = unaligned and not copy_unaligned
+            self._x = t.clone() if unaligned and copy_unaligned else t
             self._xt = None
             self.sparse = False
             # Accumulated in float64 over blocks of rows: no full-size float64 copy of X.
@@ -210,12 +221,14 @@ class CompressedOperator:
 
 
 def _to_torch_csr(m: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    m.sort_indices()
+    if not m.has_sorted_indices:  # a sorted copy: the caller's matrix may be read-only (or the user's)
+        m = m.sorted_indices()
     with warnings.catch_warnings():  # torch flags sparse CSR as beta; products with dense are what we use
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
         return torch.sparse_csr_tensor(
-            torch.as_tensor(m.indptr, dtype=torch.int64),
-            torch.as_tensor(m.indices, dtype=torch.int64),
+            to_tensor(m.indptr, torch.int64),
+            to_tensor(m.indices, torch.int64),
             aligned_tensor(m.data, dtype),
             size=m.shape,
+            check_invariants=False,  # scipy's CSR is valid; explicit, else torch warns that checks are off
         ).to(device)

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import torch
 
-from ._operator import CompressedOperator, DataOperator
+from ._operator import CompressedOperator, DataOperator, to_tensor
 from ._svd import weighted_svd
 
 _INITS = ("nndsvd", "nndsvda")
@@ -358,7 +358,7 @@ def nmf(
     n, g = operator.shape
     if weights is None:
         weights = np.ones((1, g), dtype=np.int64)
-    weights_t = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=operator.device)
+    weights_t = to_tensor(weights, torch.float64, operator.device)  # may be a worker's read-only memory map
     r = weights_t.shape[0]
     if batch_size is None:
         batch_size = default_batch_size(n, g, n_components, r, torch.finfo(operator.dtype).bits // 8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._operator import to_tensor
 from ._svd import weighted_svd
 from .reconstruction import reconstruction_pcc
 
@@ -49,7 +50,7 @@ def pca_dictionaries(op, weights, n_components: int, *, seed: int = 0) -> tuple[
     >>> axes.shape, bool(np.allclose(axes[0].T @ axes[0], np.eye(3)))
     ((1, 30, 3), True)
     """
-    w = torch.as_tensor(np.asarray(weights), dtype=torch.float64, device=op.device)
+    w = to_tensor(weights, torch.float64, op.device)  # may be a worker's read-only memory map
     mean = weighted_mean(op, w)
     u, s, _ = weighted_svd(op, torch.sqrt(w), n_components, mean=mean, seed=seed)
     idx = u.abs().argmax(dim=1, keepdim=True)
