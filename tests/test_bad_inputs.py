@@ -80,8 +80,9 @@ def test_valid_call_succeeds(func, fixture_cache):
     assert slots(data) == before  # stable when nothing is written
     result = cases.invoke(func, data, kwargs)
     module, short = func.split(".")
-    if func in ("tl.pattern_genes_df", "tl.sgcn_graph"):  # accessors: a non-empty table or graph
-        assert isinstance(result, pd.DataFrame | nx.Graph) and len(result) > 0
+    if func in ("tl.pattern_genes_df", "tl.sgcn_graph") or module == "get":  # readers: a non-empty result
+        assert isinstance(result, pd.DataFrame | nx.Graph | list | dict | tuple) and len(result) > 0
+        assert slots(data) == before  # reading writes nothing
     elif module in ("tl", "pp"):  # tools write into the AnnData in place
         assert result is None
         assert slots(data) != before  # something was written

@@ -13,7 +13,8 @@ def test_demo_writes_h5ad_and_figures(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = Path("demo")
     args = ["demo", "-o", str(out), "--n-fovs", "2", "--n-cells", "120", "--n-genes", "40"]
-    assert main([*args, "--n-components", "3:6", "--replicates", "3", "--n-factors", "5", "--spicemix-iter", "3"]) == 0
+    args += ["--stanmf-factors", "3:6", "--replicates", "3", "--n-factors", "5", "--spicemix-iter", "3"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     names = ["demo.h5ad", "cell_types.png", "true_metagenes.png", "true_proportions.png"]
     names += [f"stanmf_{n}.png" for n in ("patterns", "instability", "reconstruction", "patterns_per_gene", "morans_i")]
@@ -60,10 +61,10 @@ def test_stanmf_command(tmp_path, capsys):
     sf.datasets.simulate_cortex(n_fovs=1, n_cells=150, n_genes=40).write_h5ad(src)
     out = tmp_path / "out.h5ad"
     figs = tmp_path / "figs"
-    argv = ["stanmf", str(src), "-o", str(out), "--n-components", "3,4", "--replicates", "3", "--figures", str(figs)]
+    argv = ["stanmf", str(src), "-o", str(out), "--n-factors", "3,4", "--replicates", "3", "--figures", str(figs)]
     assert main(argv) == 0
     adata = ad.read_h5ad(out)
-    assert list(adata.uns["stanmf"]["params"]["n_components"]) == [3, 4]
+    assert sf.get.params(adata, "stanmf")["n_factors"] == [3, 4]
     assert (figs / "stanmf_instability.png").stat().st_size > 1000
     assert "K* =" in capsys.readouterr().out
 
@@ -72,8 +73,18 @@ def test_stanmf_command_rejects_bad_range(tmp_path, capsys):
     import pytest
 
     with pytest.raises(SystemExit):
-        main(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-components", "a:b"])
+        main(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-factors", "a:b"])
     assert "expected K, START:STOP" in capsys.readouterr().err
+
+
+def test_old_n_components_flag_is_an_alias_of_n_factors():
+    from spatialfactors.cli import _parser
+
+    old = _parser().parse_args(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-components", "3,4"])
+    new = _parser().parse_args(["stanmf", "x.h5ad", "-o", "y.h5ad", "--n-factors", "3,4"])
+    assert old.n_factors == new.n_factors == [3, 4]
+    demo = _parser().parse_args(["demo", "--n-components", "3:5", "--n-factors", "6"])
+    assert list(demo.stanmf_factors) == [3, 4] and demo.n_factors == 6
 
 
 def test_spicemix_command_builds_the_graph(tmp_path, capsys):
@@ -183,7 +194,7 @@ def test_unknown_obs_keys_are_refused_before_the_fit(tmp_path, capsys, monkeypat
 
 def test_tool_validation_errors_are_one_line(tmp_path, capsys):
     src, out = _small_input(tmp_path), str(tmp_path / "out.h5ad")
-    line = _usage_error(["stanmf", str(src), "-o", out, "--n-components", "3", "--layer", "nope"], capsys)
+    line = _usage_error(["stanmf", str(src), "-o", out, "--n-factors", "3", "--layer", "nope"], capsys)
     assert "Layer 'nope' not found" in line
     assert not (tmp_path / "out.h5ad").exists()
 

@@ -7,11 +7,11 @@ model on squidpy spatial graphs.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, io, models, pl, pp, tl
+from . import datasets, get, io, models, pl, pp, tl
 
 try:
     __version__ = version("spatialfactors")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["datasets", "io", "models", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "get", "io", "models", "pl", "pp", "tl", "__version__"]

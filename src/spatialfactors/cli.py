@@ -128,7 +128,7 @@ def _stanmf(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     tl.stanmf(
         adata,
-        n_components=args.n_components,
+        n_factors=args.n_factors,
         n_replicates=args.replicates,
         metric=args.metric,
         layer=args.layer,
@@ -274,7 +274,9 @@ def _demo(args: argparse.Namespace) -> int:
         "true_metagenes.png": lambda path: pl.metagenes(
             adata, "X_true", components=[0, 2, 4, 5, 6, 7], library_key="fov", normalize=True, save=path, show=False
         ),
-        "true_proportions.png": lambda path: pl.metagene_expression(adata, "X_true", save=path, show=False),
+        "true_proportions.png": lambda path: pl.metagene_expression(
+            adata, "X_true", groupby="cell_type", save=path, show=False
+        ),
     }
     written = []
     for name, draw in figures.items():
@@ -283,7 +285,7 @@ def _demo(args: argparse.Namespace) -> int:
         written.append(path)
 
     # staNMF: K by bootstrap instability, patterns, reconstruction accuracy, Moran's I.
-    tl.stanmf(adata, n_components=args.n_components, n_replicates=args.replicates, random_state=args.seed)
+    tl.stanmf(adata, n_factors=args.stanmf_factors, n_replicates=args.replicates, random_state=args.seed)
     print(f"staNMF: K* = {adata.uns['stanmf']['k']} by bootstrap instability")
     written += _stanmf_figures(adata, out, library_key="fov")
 
@@ -342,7 +344,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-cells", type=int, default=500, help="cells per field of view (default: 500)")
     demo.add_argument("--n-genes", type=int, default=100, help="genes (default: 100)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--n-components", type=_parse_components, default="8:17", help="staNMF K range (default: 8:17)")
+    demo.add_argument(
+        "--stanmf-factors",
+        "--n-components",  # the old name, kept as an alias
+        dest="stanmf_factors",
+        type=_parse_components,
+        default="8:17",
+        help="staNMF K range (default: 8:17; --n-components is the old name)",
+    )
     demo.add_argument("--replicates", type=int, default=20, help="staNMF bootstrap replicates (default: 20)")
     demo.add_argument("--n-factors", type=int, default=10, help="SpiceMix metagenes (default: 10)")
     demo.add_argument("--spicemix-iter", type=int, default=30, help="SpiceMix iterations (default: 30)")
@@ -351,7 +360,14 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stanmf", help="run sf.tl.stanmf on an .h5ad file")
     st.add_argument("input", help="input .h5ad (obs x genes, non-negative)")
     st.add_argument("-o", "--output", required=True, help="output .h5ad")
-    st.add_argument("--n-components", type=_parse_components, default="8:31", help="K, START:STOP or K1,K2 (8:31)")
+    st.add_argument(
+        "--n-factors",
+        "--n-components",  # the old name, kept as an alias
+        dest="n_factors",
+        type=_parse_components,
+        default="8:31",
+        help="K, START:STOP or K1,K2 (8:31; --n-components is the old name)",
+    )
     st.add_argument("--replicates", type=int, default=100, help="bootstrap replicates per K (default: 100)")
     st.add_argument("--metric", choices=["hungarian", "amari"], default="hungarian")
     st.add_argument("--layer", default=None, help="layer to factorise instead of .X")

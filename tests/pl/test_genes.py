@@ -71,10 +71,10 @@ def test_pattern_beside_its_marker_genes_on_voxels(voxels):
     expected = np.nanmax(np.where(np.isnan(volume), -np.inf, volume), axis=1).T
     np.testing.assert_allclose(axes[0][0].images[0].get_array(), expected)
     for row, k in enumerate([0, 2]):
-        top = sf.tl.pattern_genes_df(voxels, k)["names"][:2].tolist()
+        top = sf.get.pattern_genes_df(voxels, k)["names"][:2].tolist()
         assert [axes[row][c].get_title(loc="left") for c in (1, 2)] == top
     # Measured expression of the top gene of PP1, projected the same way.
-    gene = sf.tl.pattern_genes_df(voxels, 0)["names"][0]
+    gene = sf.get.pattern_genes_df(voxels, 0)["names"][0]
     gvol = sf.io.to_volume(voxels, gene)
     np.testing.assert_allclose(
         axes[0][1].images[0].get_array(), np.nanmax(np.where(np.isnan(gvol), -np.inf, gvol), axis=1).T, rtol=1e-6
@@ -83,7 +83,7 @@ def test_pattern_beside_its_marker_genes_on_voxels(voxels):
 
 def test_pattern_with_reconstructed_genes_and_coronal_plane(voxels):
     axes = sf.pl.pattern_with_genes(voxels, 1, n_genes=1, plane="coronal", reconstructed=True, show=False)
-    gene = sf.tl.pattern_genes_df(voxels, 1)["names"][0]
+    gene = sf.get.pattern_genes_df(voxels, 1)["names"][0]
     j = voxels.var_names.get_loc(gene)
     rec = voxels.obsm["X_stanmf"] @ voxels.varm["stanmf_loadings"][j]
     vol = sf.io.to_volume(voxels, rec)
@@ -108,7 +108,7 @@ def test_pattern_with_genes_on_cells():
 
 
 def test_pattern_with_genes_errors(voxels):
-    with pytest.raises(ValueError, match="`patterns` 3 is out of range for 3 patterns"):
+    with pytest.raises(ValueError, match="`factors` 3 is out of range for 3 patterns"):
         sf.pl.pattern_with_genes(voxels, 3, show=False)
     with pytest.raises(ValueError, match="`plane` must be one of"):
         sf.pl.pattern_with_genes(voxels, 0, plane="oblique", show=False)
@@ -127,7 +127,7 @@ def test_pattern_with_genes_errors(voxels):
 @pytest.mark.parametrize("layout", ["spring", "circular", "kamada_kawai"])
 def test_network_colours_nodes_by_selectivity_and_edges_by_pcc(voxels, layout):
     ax = sf.pl.sgcn(voxels, "PP2", layout=layout, show=False)
-    graph = sf.tl.sgcn_graph(voxels, "PP2")
+    graph = sf.get.sgcn_graph(voxels, "PP2")
     nodes, edges = ax.collections[0], ax.collections[1]
     np.testing.assert_allclose(nodes.get_array(), [graph.nodes[n]["selectivity"] for n in graph.nodes])
     pcc = [graph.edges[e]["pcc"] for e in graph.edges]
@@ -151,7 +151,7 @@ def test_region_auc_histogram():
     d = rng.random((300, 6))
     obs = pd.DataFrame({"region_id": np.where(d[:, 1] > 0.6, 3, 4)}, index=[f"v{i}" for i in range(300)])
     adata = ad.AnnData(obs=obs, obsm={"X_stanmf": d})
-    sf.tl.region_auc(adata, region=3, patterns=["PP2"], n_random=50)
+    sf.tl.region_auc(adata, region=3, factors=["PP2"], n_random=50)
     fig = sf.pl.region_auc(adata, bins=10, return_fig=True)
     ax = fig.axes[0]
     assert sum(p.get_height() for p in ax.patches) == 50

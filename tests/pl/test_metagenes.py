@@ -11,9 +11,9 @@ def cortex():
 
 def test_metagenes_grid_one_row_per_fov(cortex, tmp_path):
     path = tmp_path / "m.png"
-    axes = sf.pl.metagenes(cortex, "X_true", components=[4, 7], library_key="fov", save=path, show=False)
+    axes = sf.pl.metagenes(cortex, "X_true", factors=[4, "L4"], library_key="fov", save=path, show=False)
     assert [len(row) for row in axes] == [2, 2]
-    assert [ax.get_title() for ax in axes[0]] == ["X_true L1", "X_true L4"]
+    assert [ax.get_title() for ax in axes[0]] == ["L1", "L4"]
     assert [row[0].get_ylabel() for row in axes] == ["fov 0", "fov 1"]
     # Row r, column c shows the cells of field of view r with their weights of component c.
     for r, fov in enumerate(("0", "1")):
@@ -25,7 +25,7 @@ def test_metagenes_grid_one_row_per_fov(cortex, tmp_path):
 
 
 def test_metagenes_normalize_shows_proportions(cortex):
-    axes = sf.pl.metagenes(cortex, "X_true", components=[0], normalize=True, show=False)
+    axes = sf.pl.metagenes(cortex, "X_true", factors=[0], normalize=True, show=False)
     x = cortex.obsm["X_true"].to_numpy()
     np.testing.assert_allclose(axes[0][0].collections[0].get_array(), x[:, 0] / x.sum(axis=1))
 
@@ -42,7 +42,7 @@ def test_metagene_expression_shows_group_means(cortex):
 def test_plain_array_basis_gets_numbered_columns(cortex):
     adata = cortex.copy()
     adata.obsm["X_plain"] = adata.obsm["X_true"].to_numpy()
-    fig = sf.pl.metagenes(adata, "X_plain", components=[1], return_fig=True)
+    fig = sf.pl.metagenes(adata, "X_plain", factors=[1], return_fig=True)
     assert fig.axes[0].get_title() == "X_plain 1"
 
 
@@ -50,7 +50,7 @@ def test_plain_array_basis_gets_numbered_columns(cortex):
     ("call", "error", "match"),
     [
         (lambda a: sf.pl.metagenes(a, "X_missing", show=False), KeyError, "X_missing"),
-        (lambda a: sf.pl.metagenes(a, "X_true", components=[13], show=False), ValueError, r"\[13\] out of range"),
+        (lambda a: sf.pl.metagenes(a, "X_true", factors=[13], show=False), ValueError, r"`factors` 13 is out of range"),
         (lambda a: sf.pl.metagenes(a, "X_true", library_key="batch", show=False), KeyError, "batch"),
         (lambda a: sf.pl.metagene_expression(a, "X_true", groupby="nope", show=False), KeyError, "nope"),
     ],

@@ -60,13 +60,13 @@ def test_region_correlation_bubbles(linked):
 
 
 def test_region_correlation_subset_and_patterns(linked):
-    ax = sf.pl.region_correlation(linked, regions=[463, "2"], patterns=[0, 2], show=False)
+    ax = sf.pl.region_correlation(linked, regions=[463, "2"], factors=[0, 2], show=False)
     assert len(ax.collections[0].get_offsets()) == 2 * 2
     assert [t.get_text() for t in ax.get_yticklabels()] == ["PP1", "PP3"]
     with pytest.raises(KeyError, match="not among the linked regions"):
         sf.pl.region_correlation(linked, regions=[999999], show=False)
     with pytest.raises(ValueError, match="out of range"):
-        sf.pl.region_correlation(linked, patterns=[5], show=False)
+        sf.pl.region_correlation(linked, factors=[5], show=False)
 
 
 def test_region_correlation_ordered_and_grouped_by_ontology(ontology):
@@ -111,7 +111,7 @@ def test_linked_regions_projections(linked):
 
 
 def test_linked_regions_fixed_size_and_save(linked, tmp_path):
-    fig = sf.pl.linked_regions(linked, patterns=[1], n_regions=1, return_fig=True, save=tmp_path / "links.png")
+    fig = sf.pl.linked_regions(linked, factors=[1], n_regions=1, return_fig=True, save=tmp_path / "links.png")
     assert len(fig.axes) == 2 and (tmp_path / "links.png").is_file()
     assert fig.axes[1].get_title().split(" (")[0] in {"382", "463"}
     with pytest.raises(ValueError, match="n_regions"):

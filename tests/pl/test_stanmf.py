@@ -11,7 +11,7 @@ def cells(planted):
     x, _, _, coords = planted
     adata = ad.AnnData(x.astype(np.float32), obsm={"spatial": coords})
     sq.gr.spatial_neighbors_grid(adata, n_neighs=4)
-    sf.tl.stanmf(adata, n_components=range(3, 6), n_replicates=4)
+    sf.tl.stanmf(adata, range(3, 6), n_replicates=4)
     return adata
 
 
@@ -21,7 +21,7 @@ def voxels(planted):
     mask = np.zeros((20, 4, 20), bool)
     mask[:, 1, :] = True
     adata = ad.AnnData(x.astype(np.float32), uns={"aba": {"grid_shape": (20, 4, 20), "spacing": 200.0, "mask": mask}})
-    sf.tl.stanmf(adata, n_components=4, pca=False)
+    sf.tl.stanmf(adata, 4, pca=False)
     return adata
 
 
@@ -36,12 +36,12 @@ def test_instability_curves_and_kstar(cells):
 
 
 def test_patterns_cells_are_spatial_scatter(cells):
-    axes = sf.pl.patterns(cells, components=[0, 1], show=False)
+    axes = sf.pl.patterns(cells, factors=[0, "PP2"], show=False)
     np.testing.assert_allclose(axes[0][1].collections[0].get_array(), cells.obsm["X_stanmf"][:, 1])
 
 
 def test_patterns_voxels_are_max_projections(voxels):
-    axes = sf.pl.patterns(voxels, components=[2], show=False)
+    axes = sf.pl.patterns(voxels, factors=[2], show=False)
     assert [ax.get_title() for ax in axes[0]] == ["coronal", "sagittal", "horizontal"]
     vol = sf.io.to_volume(voxels, 2, basis="X_stanmf")
     coronal = axes[0][0].images[0].get_array()
@@ -76,7 +76,7 @@ def test_morans_i_plot(cells):
     ("call", "error", "match"),
     [
         (lambda a: sf.pl.instability(a, key="other", show=False), KeyError, "run `sf.tl.stanmf"),
-        (lambda a: sf.pl.patterns(a, components=[9], show=False), ValueError, "out of range"),
+        (lambda a: sf.pl.patterns(a, factors=[9], show=False), ValueError, "out of range"),
         (lambda a: sf.pl.patterns(a, planes=["axial"], show=False), ValueError, "Unknown planes"),
     ],
 )

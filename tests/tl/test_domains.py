@@ -47,7 +47,8 @@ def test_leiden_chooses_or_meets_the_number(cortex):
     sf.tl.spatial_domains(adata, "X_true", 6, vote=False)
     assert adata.obs["true_domains"].nunique() == 6
     sf.tl.spatial_domains(adata, "X_true", key_added="free")
-    assert adata.uns["free"]["params"]["n_clusters"] == 0 and adata.obs["free"].nunique() >= 2
+    # None is left out of the record (issue 18) and restored by sf.get.params
+    assert sf.get.params(adata, "free")["n_clusters"] is None and adata.obs["free"].nunique() >= 2
 
 
 def test_max_distance_drops_long_edges_without_touching_the_graph(cortex):

@@ -73,14 +73,14 @@ def test_assignment_ranking_and_counts_follow_the_paper():
 def test_getter_returns_one_pattern_as_a_dataframe():
     adata = _factorised()
     sf.tl.pattern_genes(adata, n_genes=10)
-    df = sf.tl.pattern_genes_df(adata, "PP3")
+    df = sf.get.pattern_genes_df(adata, "PP3")
     assert list(df.columns) == ["names", "importance", "coefficient", "assigned"]
     assert len(df) == 10
     assert df["names"].tolist() == list(adata.uns["stanmf_pattern_genes"]["names"]["PP3"])
-    pd.testing.assert_frame_equal(df, sf.tl.pattern_genes_df(adata, 2))
+    pd.testing.assert_frame_equal(df, sf.get.pattern_genes_df(adata, 2))
     genes = adata.uns["stanmf_pattern_genes"]["genes"]
     assert (df["assigned"] == (genes.loc[df["names"], "pattern"] == "PP3").to_numpy()).all()
-    only = sf.tl.pattern_genes_df(adata, 2, assigned_only=True)
+    only = sf.get.pattern_genes_df(adata, 2, assigned_only=True)
     assert only["assigned"].all() and only["names"].tolist() == df["names"][df["assigned"]].tolist()
 
 
@@ -89,7 +89,7 @@ def test_spicemix_metagenes_key_added_and_copy():
     out = sf.tl.pattern_genes(adata, key="spicemix", key_added="sm", copy=True)
     assert "sm_importance" not in adata.varm and "sm_pattern_genes" not in adata.uns
     assert "sm_importance" in out.varm and out.uns["sm_pattern_genes"]["params"]["loadings_key"] == "spicemix_metagenes"
-    assert sf.tl.pattern_genes_df(out, 0, key="sm").shape[0] == 58
+    assert sf.get.pattern_genes_df(out, 0, key="sm").shape[0] == 58
 
 
 def test_h5ad_round_trip(tmp_path):
@@ -99,7 +99,7 @@ def test_h5ad_round_trip(tmp_path):
     adata.write_h5ad(path)
     back = ad.read_h5ad(path)
     for pattern in range(4):
-        pd.testing.assert_frame_equal(sf.tl.pattern_genes_df(back, pattern), sf.tl.pattern_genes_df(adata, pattern))
+        pd.testing.assert_frame_equal(sf.get.pattern_genes_df(back, pattern), sf.get.pattern_genes_df(adata, pattern))
     pd.testing.assert_frame_equal(
         back.uns["stanmf_pattern_genes"]["counts"], adata.uns["stanmf_pattern_genes"]["counts"]
     )
@@ -108,7 +108,7 @@ def test_h5ad_round_trip(tmp_path):
 
 def test_after_stanmf():
     adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
-    sf.tl.stanmf(adata, n_components=5, pca=False)
+    sf.tl.stanmf(adata, n_factors=5, pca=False)
     sf.tl.pattern_genes(adata)
     sf.tl.sgcn(adata, top_fraction=0.1)
     assert (

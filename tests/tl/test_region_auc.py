@@ -38,7 +38,7 @@ def _planted(n_side=30, k=8, seed=0):
 
 def test_planted_patterns_beat_the_random_median():
     adata = _planted()
-    sf.tl.region_auc(adata, region="CTX", patterns=[2, 5], ontology=sf.io.Ontology(TREE), n_random=200)
+    sf.tl.region_auc(adata, region="CTX", factors=[2, 5], ontology=sf.io.Ontology(TREE), n_random=200)
     res = adata.uns["region_auc"]
     assert res["auc"] > 0.97
     assert res["auc"] > res["median_null"] == np.median(res["null"]["auc"])
@@ -50,28 +50,28 @@ def test_planted_patterns_beat_the_random_median():
     assert len(res["null"]) == 200 and res["null"]["patterns"].str.count(r"\+").eq(1).all()
     # An unrelated pair predicts the region worse.
     other = sf.tl.region_auc(
-        adata, region=1, patterns=["PP1", "PP2"], ontology=sf.io.Ontology(TREE), n_random=5, copy=True
+        adata, region=1, factors=["PP1", "PP2"], ontology=sf.io.Ontology(TREE), n_random=5, copy=True
     )
     assert other.uns["region_auc"]["auc"] < res["auc"]
 
 
 def test_same_seed_same_result_and_cross_validation():
     adata = _planted()
-    a = sf.tl.region_auc(adata, region=11, patterns=[2], n_random=40, random_state=3, copy=True)
-    b = sf.tl.region_auc(adata, region=11, patterns=[2], n_random=40, random_state=3, copy=True)
+    a = sf.tl.region_auc(adata, region=11, factors=[2], n_random=40, random_state=3, copy=True)
+    b = sf.tl.region_auc(adata, region=11, factors=[2], n_random=40, random_state=3, copy=True)
     pd.testing.assert_frame_equal(a.uns["region_auc"]["null"], b.uns["region_auc"]["null"])
-    cv = sf.tl.region_auc(adata, region=11, patterns=[2], n_random=10, random_state=3, cv=5, copy=True)
+    cv = sf.tl.region_auc(adata, region=11, factors=[2], n_random=10, random_state=3, cv=5, copy=True)
     assert abs(cv.uns["region_auc"]["auc"] - a.uns["region_auc"]["auc"]) < 0.01
     assert cv.uns["region_auc"]["params"]["cv"] == 5
     # Without an ontology an id is matched exactly and an acronym through obs['acronym'].
-    acr = sf.tl.region_auc(adata, region="CTX1", patterns=[2], n_random=40, random_state=3, copy=True)
+    acr = sf.tl.region_auc(adata, region="CTX1", factors=[2], n_random=40, random_state=3, copy=True)
     assert acr.uns["region_auc"]["auc"] == a.uns["region_auc"]["auc"]
     assert acr.uns["region_auc"]["region"]["region_id"] == 11
 
 
 def test_h5ad_round_trip(tmp_path):
     adata = _planted()
-    sf.tl.region_auc(adata, region=11, patterns=[2, 5], n_random=20)
+    sf.tl.region_auc(adata, region=11, factors=[2, 5], n_random=20)
     adata.write_h5ad(tmp_path / "auc.h5ad")
     back = ad.read_h5ad(tmp_path / "auc.h5ad")
     pd.testing.assert_frame_equal(back.uns["region_auc"]["null"], adata.uns["region_auc"]["null"])
@@ -94,14 +94,14 @@ def _snapshot(adata):
         ),
         ({"region": 42, "ontology": "tree"}, KeyError, r"Region 42 not found: Structure id 42"),
         (
-            {"region": "HB", "ontology": "tree", "patterns": [0], "n_random": 0},
+            {"region": "HB", "ontology": "tree", "factors": [0], "n_random": 0},
             ValueError,
             "`n_random` must be at least 1",
         ),
-        ({"patterns": [0, 8]}, ValueError, r"`patterns` 8 is out of range for 8 patterns"),
-        ({"patterns": [1, 1]}, ValueError, "repeats a pattern"),
-        ({"patterns": list(range(8))}, ValueError, "random subsets of the same size would all be the same set"),
-        ({"patterns": []}, ValueError, "`patterns` is empty"),
+        ({"factors": [0, 8]}, ValueError, r"`factors` 8 is out of range for 8 patterns"),
+        ({"factors": [1, 1]}, ValueError, "repeats a pattern"),
+        ({"factors": list(range(8))}, ValueError, "random subsets of the same size would all be the same set"),
+        ({"factors": []}, ValueError, "`factors` is empty"),
         ({"key": "pca"}, KeyError, r"'pca' is not a factorisation result.*sf.tl.stanmf"),
         ({"region_key": "structure"}, KeyError, "is not a column of `adata.obs`"),
         ({"region": "root", "ontology": "tree"}, ValueError, "Every obs lies in region 'root'"),
@@ -111,7 +111,7 @@ def _snapshot(adata):
 )
 def test_bad_input_leaves_adata_unchanged(kwargs, error, match):
     adata = _planted()
-    kwargs = {"region": 11, "patterns": [2], **kwargs}
+    kwargs = {"region": 11, "factors": [2], **kwargs}
     if kwargs.get("ontology") == "tree":
         kwargs["ontology"] = sf.io.Ontology(TREE)
     before = _snapshot(adata)
@@ -124,7 +124,7 @@ def test_acronym_without_ontology_or_column():
     adata = _planted()
     del adata.obs["acronym"]
     with pytest.raises(ValueError, match="is an acronym: pass `ontology=`"):
-        sf.tl.region_auc(adata, region="CTX", patterns=[2])
+        sf.tl.region_auc(adata, region="CTX", factors=[2])
     assert "region_auc" not in adata.uns
 
 
@@ -148,7 +148,7 @@ def test_isocortex_on_the_real_grid():
     noise = [ndimage.gaussian_filter(rng.random(labels.shape), 3.0)[mask] for _ in range(8)]
     adata = ad.AnnData(obs=pd.DataFrame({"region_id": ids}, index=[f"voxel_{i}" for i in np.flatnonzero(mask)]))
     adata.obsm["X_stanmf"] = np.column_stack(planted + noise)
-    sf.tl.region_auc(adata, region="Isocortex", patterns=[0, 1, 2], ontology=onto, n_random=60)
+    sf.tl.region_auc(adata, region="Isocortex", factors=[0, 1, 2], ontology=onto, n_random=60)
     res = adata.uns["region_auc"]
     assert res["region"]["region_id"] == 315 and res["region"]["n_obs"] == int(iso[mask].sum())
     assert res["auc"] > 0.95 > res["median_null"]

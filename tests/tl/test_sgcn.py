@@ -49,7 +49,7 @@ def _direct_corr(adata, genes, key="stanmf", suffix="loadings"):
 
 
 def test_planted_module_is_a_connected_component(planted):
-    graph = sf.tl.sgcn_graph(planted, "PP1")
+    graph = sf.get.sgcn_graph(planted, "PP1")
     assert graph.number_of_nodes() == 20  # ceil(0.01 * 2000)
     assert set(graph) == set(MODULE) | {f"d{i}" for i in range(15)}
     components = [set(c) for c in nx.connected_components(graph)]
@@ -105,10 +105,10 @@ def test_graph_helper_and_h5ad_round_trip(planted, tmp_path):
     planted.write_h5ad(path)
     back = ad.read_h5ad(path)
     for pattern in ("PP1", 2):
-        g0, g1 = sf.tl.sgcn_graph(planted, pattern), sf.tl.sgcn_graph(back, pattern)
+        g0, g1 = sf.get.sgcn_graph(planted, pattern), sf.get.sgcn_graph(back, pattern)
         assert list(g0.nodes(data=True)) == list(g1.nodes(data=True))
         assert sorted(g0.edges(data="pcc")) == sorted(g1.edges(data="pcc"))
-    graph = sf.tl.sgcn_graph(back, 0)
+    graph = sf.get.sgcn_graph(back, 0)
     assert graph.graph["pattern"] == "PP1"
     assert graph.nodes["m0"]["assigned"] == "PP1" and graph.nodes["m0"]["selectivity"] > 0.4
     assert all(0.99 < p <= 1 for _, _, p in graph.edges(data="pcc"))
@@ -117,12 +117,16 @@ def test_graph_helper_and_h5ad_round_trip(planted, tmp_path):
 
 def test_spicemix_key_patterns_subset_and_copy():
     adata = _planted(key="spicemix", suffix="metagenes")
-    out = sf.tl.sgcn(adata, key="spicemix", patterns=["PP1", 3], top_fraction=0.01, key_added="net", copy=True)
+    # SpiceMix's factors are metagenes: named MG1 ... (issue 18: one name per factor everywhere).
+    out = sf.tl.sgcn(adata, key="spicemix", factors=["MG1", 3], top_fraction=0.01, key_added="net", copy=True)
     assert "net" not in adata.uns
-    assert list(out.uns["net"]["summary"].index) == ["PP1", "PP4"]
+    assert list(out.uns["net"]["summary"].index) == ["MG1", "MG4"]
     assert out.uns["net"]["params"]["loadings_key"] == "spicemix_metagenes"
-    with pytest.raises(ValueError, match=r"No network for pattern 'PP2'.*\['PP1', 'PP4'\]"):
-        sf.tl.sgcn_graph(out, "PP2", key="net")
+    with pytest.raises(ValueError, match=r"No network for pattern 'MG2'.*\['MG1', 'MG4'\]"):
+        sf.get.sgcn_graph(out, "MG2", key="net")
+    with pytest.warns(FutureWarning, match="`patterns` of `sf.tl.sgcn` is renamed to `factors`"):
+        old = sf.tl.sgcn(adata, key="spicemix", patterns=["MG1", 3], top_fraction=0.01, key_added="net", copy=True)
+    pd.testing.assert_frame_equal(old.uns["net"]["nodes"], out.uns["net"]["nodes"])
 
 
 def test_ties_of_single_pattern_genes_are_all_edges_and_agree_with_the_direct_computation():
@@ -131,7 +135,7 @@ def test_ties_of_single_pattern_genes_are_all_edges_and_agree_with_the_direct_co
     a = adata.varm["stanmf_loadings"]
     a[20:26] = 0.0
     a[20:26, 0] = np.arange(1.0, 7.0)  # six genes with r = 1 for PP1: the top six nodes, 15 pairs at PCC 1
-    sf.tl.sgcn(adata, top_fraction=0.01, patterns=[0])
+    sf.tl.sgcn(adata, top_fraction=0.01, factors=[0])
     edges = adata.uns["sgcn"]["edges"]
     single = {f"g{i}" for i in range(20, 26)}
     assert len(edges) == 15 and all({g1, g2} <= single for g1, g2 in zip(edges["gene1"], edges["gene2"], strict=True))
@@ -166,9 +170,9 @@ def _snapshot(adata):
         ({"top_fraction": 1.5}, ValueError, r"`top_fraction` must be > 0.0 and <= 1.0"),
         ({"edge_quantile": 1.0}, ValueError, r"`edge_quantile` must be >= 0 and < 1"),
         ({"edge_quantile": -0.1}, ValueError, r"`edge_quantile` must be >= 0.0"),
-        ({"patterns": [0, 4]}, ValueError, r"`patterns` 4 is out of range for 4 patterns"),
-        ({"patterns": ["PP0"]}, ValueError, r"'PP0' is not one of the 4 patterns"),
-        ({"patterns": []}, ValueError, "`patterns` is empty"),
+        ({"factors": [0, 4]}, ValueError, r"`factors` 4 is out of range for 4 patterns"),
+        ({"factors": ["PP0"]}, ValueError, r"'PP0' is not one of the 4 patterns"),
+        ({"factors": []}, ValueError, "`factors` is empty"),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(kwargs, error, match):
@@ -186,4 +190,4 @@ def test_duplicate_gene_names_and_missing_result():
         sf.tl.sgcn(adata)
     assert "sgcn" not in adata.uns
     with pytest.raises(KeyError, match=r"run `sf.tl.sgcn\(adata, key_added='sgcn'\)` first"):
-        sf.tl.sgcn_graph(adata, 0)
+        sf.get.sgcn_graph(adata, 0)

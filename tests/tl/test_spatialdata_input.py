@@ -107,10 +107,10 @@ def test_stanmf_on_spatialdata(planted):
     x, _, _, coords = planted
     adata = ad.AnnData(x, obsm={"spatial": coords})
     sdata = _with_cells(adata)
-    sf.tl.stanmf(sdata, n_components=4, max_iter=100, table_key=TABLE)
+    sf.tl.stanmf(sdata, n_factors=4, max_iter=100, table_key=TABLE)
     table = sdata.tables[TABLE]
     assert table.obsm["X_stanmf"].shape == (400, 4) and table.varm["stanmf_loadings"].shape == (150, 4)
-    sf.tl.stanmf(adata, n_components=4, max_iter=100)
+    sf.tl.stanmf(adata, n_factors=4, max_iter=100)
     np.testing.assert_array_equal(table.obsm["X_stanmf"], adata.obsm["X_stanmf"])
 
 
@@ -127,7 +127,7 @@ def test_link_regions_and_region_auc_on_spatialdata():
     rng = np.random.default_rng(0)
     d = rng.random((300, 4))
     sdata = _table_only(ad.AnnData(obs={"region_id": np.where(d[:, 0] + d[:, 1] > 1.2, 5, 7)}, obsm={"X_stanmf": d}))
-    sf.tl.region_auc(sdata, region=5, patterns=[0, 1], n_random=20, table_key=TABLE)
+    sf.tl.region_auc(sdata, region=5, factors=[0, 1], n_random=20, table_key=TABLE)
     assert sdata.tables[TABLE].uns["region_auc"]["auc"] > 0.99
 
 

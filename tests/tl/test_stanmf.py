@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 import spatialfactors as sf
 from spatialfactors.models.stability import cross_correlation
 
-SWEEP = {"n_components": range(2, 8), "n_replicates": 10}
+SWEEP = {"n_factors": range(2, 8), "n_replicates": 10}
 
 
 def _adata(x, coords):
@@ -60,7 +60,7 @@ def test_outputs(fitted):
     np.testing.assert_allclose(genes["reconstruction_pcc"].to_numpy()[:5], direct, atol=1e-5)
     assert genes["reconstruction_pcc"].mean() > 0.95
     np.testing.assert_array_equal(genes["n_patterns"], (fitted.varm["stanmf_loadings"] > 0).sum(1))
-    assert fitted.uns["stanmf"]["params"]["n_components"] == list(range(2, 8))
+    assert fitted.uns["stanmf"]["params"]["n_factors"] == list(range(2, 8))
 
 
 def test_morans_i_from_squidpy(fitted):
@@ -86,7 +86,7 @@ def test_reproducible_and_seed_sensitive(planted):
     runs = []
     for seed in (1, 1, 2):
         adata = _adata(x, coords)
-        sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=4, pca=False, random_state=seed)
+        sf.tl.stanmf(adata, n_factors=[3, 4], n_replicates=4, pca=False, random_state=seed)
         runs.append(adata)
     pd.testing.assert_frame_equal(runs[0].uns["stanmf"]["instability"], runs[1].uns["stanmf"]["instability"])
     np.testing.assert_array_equal(runs[0].obsm["X_stanmf"], runs[1].obsm["X_stanmf"])
@@ -102,7 +102,7 @@ def test_n_jobs_two_equals_serial(planted, compress):
     for n_jobs in (1, 2):
         adata = _adata(x, coords)
         kwargs = {"n_replicates": 4, "pca": False, "n_jobs": n_jobs, "batch_size": 2, "compress": compress}
-        sf.tl.stanmf(adata, n_components=[3, 4], **kwargs)
+        sf.tl.stanmf(adata, n_factors=[3, 4], **kwargs)
         out.append(adata.uns["stanmf"]["instability"])
     pd.testing.assert_frame_equal(out[0], out[1])
 
@@ -113,11 +113,11 @@ def test_dask_local_cluster_equals_serial(planted):
 
     x, _, _, coords = planted
     serial = _adata(x, coords)
-    sf.tl.stanmf(serial, n_components=[3, 4], n_replicates=4, pca=False, batch_size=2)
+    sf.tl.stanmf(serial, n_factors=[3, 4], n_replicates=4, pca=False, batch_size=2)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with distributed.Client(cluster), parallel_config(backend="dask"):
             remote = _adata(x, coords)
-            sf.tl.stanmf(remote, n_components=[3, 4], n_replicates=4, pca=False, batch_size=2)
+            sf.tl.stanmf(remote, n_factors=[3, 4], n_replicates=4, pca=False, batch_size=2)
     pd.testing.assert_frame_equal(serial.uns["stanmf"]["instability"], remote.uns["stanmf"]["instability"])
     np.testing.assert_array_equal(serial.obsm["X_stanmf"], remote.obsm["X_stanmf"])
 
@@ -125,7 +125,7 @@ def test_dask_local_cluster_equals_serial(planted):
 def test_single_k_skips_the_sweep(planted):
     x, _, _, coords = planted
     adata = _adata(x, coords)
-    sf.tl.stanmf(adata, n_components=4, pca=False)
+    sf.tl.stanmf(adata, n_factors=4, pca=False)
     assert adata.uns["stanmf"]["k"] == 4
     assert "instability" not in adata.uns["stanmf"]
     assert "morans_i" not in adata.uns["stanmf"]  # no spatial graph
@@ -136,7 +136,7 @@ def test_sparse_layer_and_copy(planted):
     adata = _adata(x, coords)
     adata.layers["counts"] = sp.csr_matrix(np.where(x > 0.005, x, 0).astype(np.float32))
     before = adata.copy()
-    out = sf.tl.stanmf(adata, n_components=[3, 4], n_replicates=3, layer="counts", copy=True)
+    out = sf.tl.stanmf(adata, n_factors=[3, 4], n_replicates=3, layer="counts", copy=True)
     assert isinstance(out, ad.AnnData) and "X_stanmf" in out.obsm
     assert "X_stanmf" not in adata.obsm and "stanmf" not in adata.uns
     np.testing.assert_array_equal(adata.X, before.X)
@@ -146,7 +146,7 @@ def test_sparse_layer_and_copy(planted):
 def test_compressed_sweep_agrees(planted):
     x, _, _, coords = planted
     adata = _adata(x, coords)
-    sf.tl.stanmf(adata, n_components=range(3, 6), n_replicates=6, pca=False, compress=40)
+    sf.tl.stanmf(adata, n_factors=range(3, 6), n_replicates=6, pca=False, compress=40)
     assert adata.uns["stanmf"]["k"] == 4
     assert adata.uns["stanmf"]["compression_error"] < 0.05
 
@@ -154,7 +154,7 @@ def test_compressed_sweep_agrees(planted):
 def test_key_added(planted):
     x, _, _, coords = planted
     adata = _adata(x, coords)
-    sf.tl.stanmf(adata, n_components=3, pca=False, key_added="pp")
+    sf.tl.stanmf(adata, n_factors=3, pca=False, key_added="pp")
     assert "X_pp" in adata.obsm and "pp_loadings" in adata.varm and "pp" in adata.uns
 
 
@@ -174,15 +174,15 @@ def _assert_unchanged(a, b):
         (lambda x: x.__setitem__((0, 0), np.inf), {}, ValueError, "NaN or infinite"),
         (lambda x: x.__setitem__((slice(None), 3), 0.0), {}, ValueError, "1 genes are zero in all obs"),
         (lambda x: x.__setitem__((5, slice(None)), 0.0), {}, ValueError, "1 obs have no expression"),
-        (None, {"n_components": 500}, ValueError, "`n_components` must be at least 1 and at most 150"),
-        (None, {"n_components": [2, 0]}, ValueError, "`n_components` must be at least 1"),
-        (None, {"n_components": []}, ValueError, "`n_components` is empty"),
-        (None, {"n_components": [2, 3], "n_replicates": 1}, ValueError, "`n_replicates` must be at least 2"),
-        (None, {"n_components": [2, 3], "metric": "cosine"}, ValueError, "`metric` must be one of"),
+        (None, {"n_factors": 500}, ValueError, "`n_factors` must be at least 1 and at most 150"),
+        (None, {"n_factors": [2, 0]}, ValueError, "`n_factors` must be at least 1"),
+        (None, {"n_factors": []}, ValueError, "`n_factors` is empty"),
+        (None, {"n_factors": [2, 3], "n_replicates": 1}, ValueError, "`n_replicates` must be at least 2"),
+        (None, {"n_factors": [2, 3], "metric": "cosine"}, ValueError, "`metric` must be one of"),
         (None, {"layer": "counts"}, KeyError, "Layer 'counts' not found"),
-        (None, {"n_components": 2.5}, TypeError, "`n_components` must be an integer"),
+        (None, {"n_factors": 2.5}, TypeError, "`n_factors` must be an integer"),
         (None, {"dtype": "float16"}, ValueError, "`dtype` must be one of"),
-        (None, {"n_components": [3, 4], "compress": 2}, ValueError, "`compress` must be at least 4"),
+        (None, {"n_factors": [3, 4], "compress": 2}, ValueError, "`compress` must be at least 4"),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(planted, mutate, kwargs, error, match):
@@ -191,7 +191,7 @@ def test_bad_input_leaves_adata_unchanged(planted, mutate, kwargs, error, match)
     if mutate is not None:
         mutate(adata.X)
     before = adata.copy()
-    kwargs = {"n_components": 3, "n_replicates": 2, **kwargs}
+    kwargs = {"n_factors": 3, "n_replicates": 2, **kwargs}
     with pytest.raises(error, match=match):
         sf.tl.stanmf(adata, **kwargs)
     _assert_unchanged(adata, before)
@@ -216,9 +216,9 @@ def test_scale_of_the_data_does_not_change_the_patterns(planted, scale, dtype, w
     """NMF is scale-equivariant: X * c gives the patterns of X and c times its reconstruction (was all NaN)."""
     x, _, _, coords = planted
     ref = _adata(x, coords)
-    sf.tl.stanmf(ref, n_components=4, pca=False, dtype=working)
+    sf.tl.stanmf(ref, n_factors=4, pca=False, dtype=working)
     big = ad.AnnData((x.astype(np.float64) * scale).astype(dtype), obsm={"spatial": coords})
-    sf.tl.stanmf(big, n_components=4, pca=False, dtype=working)
+    sf.tl.stanmf(big, n_factors=4, pca=False, dtype=working)
     (w_ref, r_ref), (w_big, r_big) = _normalised_fit(ref), _normalised_fit(big)
     assert np.isfinite(w_big).all() and np.isfinite(big.varm["stanmf_loadings"]).all()
     # The same patterns up to order (unit columns): the largest data value only sets the float32 rounding.
@@ -240,7 +240,7 @@ def test_one_entry_at_the_float32_maximum_gives_finite_factors(planted):
     adata = _adata(x, coords)
     sq.gr.spatial_neighbors_grid(adata, n_neighs=4)
     with pytest.warns(UndefinedScoreWarning, match="Moran's I of nmf pattern"):  # the other patterns are empty
-        sf.tl.stanmf(adata, n_components=2, pca=False)
+        sf.tl.stanmf(adata, n_factors=2, pca=False)
     w, h = adata.obsm["X_stanmf"], adata.varm["stanmf_loadings"]
     assert np.isfinite(w).all() and np.isfinite(h).all()
     recon = w.astype(np.float64) @ h.T.astype(np.float64)
@@ -255,7 +255,7 @@ def test_data_beyond_float32_factors_is_refused_before_the_fit(planted):
     x, _, _, coords = planted
     adata = ad.AnnData(x * 1e200, obsm={"spatial": coords})
     with pytest.raises(ValueError, match=r"The data reach .* pass `dtype='float64'`"):
-        sf.tl.stanmf(adata, n_components=2, pca=False)
+        sf.tl.stanmf(adata, n_factors=2, pca=False)
     assert "X_stanmf" not in adata.obsm
 
 
@@ -267,7 +267,7 @@ def test_dense_graph_gives_the_same_morans_i(planted):
     dense = sparse.copy()
     dense.obsp["spatial_connectivities"] = sparse.obsp["spatial_connectivities"].toarray()
     for a in (sparse, dense):
-        sf.tl.stanmf(a, n_components=3, pca=False)
+        sf.tl.stanmf(a, n_factors=3, pca=False)
     pd.testing.assert_frame_equal(sparse.uns["stanmf"]["morans_i"], dense.uns["stanmf"]["morans_i"])
 
 
@@ -278,7 +278,7 @@ def test_graph_without_edges_warns_and_skips_morans_i(planted):
     adata = _adata(x, coords)
     adata.obsp["spatial_connectivities"] = sp.csr_matrix((adata.n_obs, adata.n_obs))
     with pytest.warns(UndefinedScoreWarning, match="has no edges"):
-        sf.tl.stanmf(adata, n_components=3, pca=False)
+        sf.tl.stanmf(adata, n_factors=3, pca=False)
     assert "morans_i" not in adata.uns["stanmf"] and "X_stanmf" in adata.obsm
 
 
@@ -288,7 +288,7 @@ def test_refit_under_another_factorisations_key_leaves_nothing_stale(planted):
     adata = _adata(x[:120, :30], coords[:120])
     sq.gr.spatial_neighbors_delaunay(adata)
     sf.tl.spicemix(adata, 3, max_iter=1, key_added="f")
-    sf.tl.stanmf(adata, n_components=4, key_added="f")
+    sf.tl.stanmf(adata, n_factors=4, key_added="f")
     assert "f_metagenes" not in adata.varm and adata.uns["f"]["loadings_key"] == "f_loadings"
     sf.tl.pattern_genes(adata, key="f")
     assert adata.varm["f_importance"].shape == (30, 4)
@@ -309,7 +309,7 @@ def test_backed_adata_is_refused_before_the_fit(planted, tmp_path, sparse):
     adata.write_h5ad(tmp_path / "a.h5ad")
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
     with pytest.raises(TypeError, match=r"`adata.X` is read from the file .* `adata = adata.to_memory\(\)`"):
-        sf.tl.stanmf(backed, n_components=2)
+        sf.tl.stanmf(backed, n_factors=2)
     assert "X_stanmf" not in backed.obsm and "stanmf" not in backed.uns
     backed.file.close()
 
@@ -318,7 +318,7 @@ def test_copy_of_a_backed_adata_is_refused_before_the_work(planted, tmp_path):
     """`copy=True` on a backed AnnData failed after the work; every tool now says so first."""
     x, _, _, coords = planted
     adata = _adata(x[:, :20], coords)
-    sf.tl.stanmf(adata, n_components=2, pca=False)
+    sf.tl.stanmf(adata, n_factors=2, pca=False)
     adata.write_h5ad(tmp_path / "a.h5ad")
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
     with pytest.raises(ValueError, match=r"`copy=True` needs an AnnData in memory.*to_memory\(\)"):
@@ -333,6 +333,6 @@ def test_device_accepts_torch_devices(planted):
 
     x, _, _, coords = planted
     a, b = _adata(x, coords), _adata(x, coords)
-    sf.tl.stanmf(a, n_components=3, pca=False, device="cpu")
-    sf.tl.stanmf(b, n_components=3, pca=False, device=torch.device("cpu"))
+    sf.tl.stanmf(a, n_factors=3, pca=False, device="cpu")
+    sf.tl.stanmf(b, n_factors=3, pca=False, device=torch.device("cpu"))
     np.testing.assert_array_equal(a.obsm["X_stanmf"], b.obsm["X_stanmf"])

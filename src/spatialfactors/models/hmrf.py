@@ -395,9 +395,10 @@ class _Fit:
     def affinity_loss(self) -> float:
         if self.n_edges == 0:
             return float(self.lambda_sigma * (self.affinity**2).sum())
-        nu = (self.adj @ self.z)[self.has_nb]
+        # On the cells of the affinity step (all of them up to AFFINITY_CELLS), weighted to all.
+        nu = (self.adj @ self.z)[self._pl_rows]
         with torch.no_grad():
-            return float(self._affinity_loss(self.affinity, self.z[self.has_nb], nu))
+            return float(self._affinity_loss(self.affinity, self.z[self._pl_rows], nu, self._pl_weight))
 
     def affinity_step(self, optimizer: str, max_steps: int, lr: float, states: torch.Tensor | None = None) -> None:
         """Minimise ``L(S)`` from the current ``S``; the best point seen is kept (never worse).

@@ -10,20 +10,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from spatialfactors._validation import _assert_int_range, _assert_str
+from spatialfactors import get as sfget
+from spatialfactors._validation import _assert_int_range
 
-from ._base import _check_adata, _doc_show, _finish, _new_grid
-
-
-def _covariate_result(adata: AnnData, key: str) -> dict:
-    _assert_str("key", key)
-    record = adata.uns.get(key)
-    if not isinstance(record, dict) or "table" not in record or f"{key}_covariate" not in adata.obs:
-        raise KeyError(
-            f"No covariate-gene regression under key {key!r}; run `sf.tl.covariate_genes(adata, ..., "
-            f"key_added={key!r})` first."
-        )
-    return record
+from ._base import _check_adata, _doc_show, _Plotter
 
 
 @_doc_show
@@ -58,12 +48,9 @@ def covariate_genes(
         smallest ``q``.
     n_genes
         Number of genes drawn when ``genes`` is not given.
-    ncols
-        Panels per row.
+    {doc_ncols}
     size
         Marker size.
-    figsize, dpi
-        Figure size and resolution.
     {doc_show}
 
     Returns
@@ -78,7 +65,10 @@ def covariate_genes(
     >>> fig = sf.pl.covariate_genes(adata, n_genes=3, return_fig=True)
     """
     adata = _check_adata(adata, "covariate_genes", table_key)
-    record = _covariate_result(adata, key)
+    plot = _Plotter(
+        "covariate_genes", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ncols=ncols
+    )
+    record = sfget.covariate_genes_result(adata, key)
     table = record["table"].set_index("gene")
     if genes is None:
         _assert_int_range("n_genes", n_genes, 1)
@@ -90,10 +80,9 @@ def covariate_genes(
             raise KeyError(
                 f"`genes` {missing[:5] or '[]'} were not tested under {key!r}; tested: {list(table.index)[:10]}."
             )
-    _assert_int_range("ncols", ncols, 1)
     x = adata.obs[f"{key}_covariate"].to_numpy(dtype=np.float64)
     cells = np.flatnonzero(np.isfinite(x))
-    layer = record.get("params", {}).get("layer", "")
+    layer = sfget.params(adata, key).get("layer")
     matrix = adata.layers[layer] if layer else adata.X
     cols = adata.var_names.get_indexer(chosen)
     y = matrix[cells][:, cols]
@@ -102,7 +91,7 @@ def covariate_genes(
 
     n_cols = min(ncols, len(chosen))
     n_rows = -(-len(chosen) // n_cols)
-    fig, axes = _new_grid(n_rows, n_cols, panel_size=(2.8, 2.4), figsize=figsize, dpi=dpi)
+    fig, axes = plot.grid(n_rows, n_cols, (2.8, 2.4))
     grid = np.linspace(x.min(), x.max(), 2)
     for i, gene in enumerate(chosen):
         ax = axes[i // n_cols][i % n_cols]
@@ -116,4 +105,4 @@ def covariate_genes(
             ax.set_ylabel("expression")
     for j in range(len(chosen), n_rows * n_cols):
         axes[j // n_cols][j % n_cols].set_visible(False)
-    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, axes)

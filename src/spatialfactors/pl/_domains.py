@@ -12,9 +12,10 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from spatialfactors import get as sfget
 from spatialfactors._validation import _assert_str, _get_obsm
 
-from ._base import _check_adata, _doc_show, _finish, _new_grid
+from ._base import _check_adata, _doc_show, _Plotter
 
 
 def _beta_labels(adata: AnnData, key: str, betas) -> list[tuple[str, pd.Categorical]]:
@@ -22,13 +23,8 @@ def _beta_labels(adata: AnnData, key: str, betas) -> list[tuple[str, pd.Categori
     if betas is None:
         column = adata.obs[key]
         return [(key, pd.Categorical(column))]
-    record = adata.uns.get(key)
-    if not isinstance(record, dict) or "labels" not in record:
-        raise KeyError(
-            f"`betas` needs the sweep of an HMRF run in `adata.uns[{key!r}]['labels']`; run "
-            f"`sf.tl.hmrf_domains(adata, key_added={key!r})` with several `beta` first."
-        )
-    table = record["labels"]
+    record = sfget.result(adata, key, "hmrf_domains")  # `betas` are the sweep of an HMRF run
+    table = sfget.hmrf_labels_df(adata, key)
     names = list(table.columns) if isinstance(betas, str) and betas == "all" else None
     if names is None:
         betas = [betas] if isinstance(betas, int | float) else list(betas)
@@ -52,6 +48,7 @@ def domains(
     spatial_key: str = "spatial",
     palette: str | Sequence[str] | None = None,
     size: float | None = None,
+    ncols: int = 4,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
     table_key: str | None = None,
@@ -59,7 +56,7 @@ def domains(
     save: str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | list | None:
-    """Draw domain labels (or any categorical labelling) of the cells in space, one row per field of view.
+    """Draw domain labels (or any categorical labelling) of the cells in space, a block of rows per field of view.
 
     Reads ``.obs[key]``, as written by :func:`spatialfactors.tl.hmrf_domains` or
     :func:`spatialfactors.tl.spatial_domains`; with ``betas``, the labels that an HMRF sweep
@@ -84,8 +81,7 @@ def domains(
         Colours of the labels: a seaborn / matplotlib palette name or a list of colours.
     size
         Marker size; chosen from the number of cells by default.
-    figsize, dpi
-        Figure size and resolution.
+    {doc_ncols}
     {doc_show}
 
     Returns
@@ -102,6 +98,7 @@ def domains(
     >>> fig = sf.pl.domains(adata, betas="all", return_fig=True)
     """
     adata = _check_adata(adata, "domains", table_key)
+    plot = _Plotter("domains", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ncols=ncols)
     _assert_str("key", key)
     if key not in adata.obs:
         raise KeyError(
@@ -114,9 +111,11 @@ def domains(
         raise ValueError(f"`adata.obsm[{spatial_key!r}]` must have at least 2 columns (x, y), got {xy.shape[1]}.")
     xy = xy[:, :2]
     if library_key is None:
-        record = adata.uns.get(key)
-        recorded = record.get("params", {}).get("library_key", "") if isinstance(record, dict) else ""
-        library_key = recorded if recorded and recorded in adata.obs else None
+        try:  # the fields of view the domains were computed on, when a tool recorded them
+            recorded = sfget.params(adata, key).get("library_key")
+        except KeyError:
+            recorded = None
+        library_key = recorded if isinstance(recorded, str) and recorded in adata.obs else None
     if library_key is None:
         libraries = [None]
     else:
@@ -130,10 +129,11 @@ def domains(
         categories.sort(key=int)
     colours = sns.color_palette(palette if palette is not None else "tab20", len(categories))
     lookup = dict(zip(categories, colours, strict=True))
-    fig, axes = _new_grid(len(libraries), len(panels), panel_size=(3.0, 2.6), figsize=figsize, dpi=dpi)
-    for col, (title, labels) in enumerate(panels):
+    fig, axes, places = plot.panels(len(panels), (3.0, 2.6), n_blocks=len(libraries))
+    for i, (title, labels) in enumerate(panels):
         codes = np.asarray(labels).astype(str)
-        for row, lib in enumerate(libraries):
+        for b, lib in enumerate(libraries):
+            row, col = places[b * len(panels) + i]
             ax = axes[row][col]
             sel = np.ones(adata.n_obs, bool) if lib is None else (adata.obs[library_key] == lib).to_numpy()
             s = size if size is not None else max(2.0, 4000.0 / max(sel.sum(), 1))
@@ -142,11 +142,11 @@ def domains(
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
+            if b == 0:  # the first field of view's panels carry the titles
                 ax.set_title(title, fontsize=9)
             if col == 0 and lib is not None:
                 ax.set_ylabel(f"{library_key} {lib}")
     handles = [Line2D([], [], marker="o", ls="", color=lookup[c], label=c) for c in categories]
     # At most 12 entries per legend column, so that many domains stay within the figure.
     fig.legend(handles=handles, loc="outside right center", frameon=False, fontsize=8, ncols=-(-len(handles) // 12))
-    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, axes)

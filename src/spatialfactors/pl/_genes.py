@@ -12,25 +12,28 @@ import scipy.sparse as sp
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
+from spatialfactors import get as sfget
 from spatialfactors._validation import _assert_bool, _assert_int_range, _assert_real_range, _assert_str
-from spatialfactors.io._volume import _grid, to_volume
-from spatialfactors.models.genes import importance_scores
+from spatialfactors.get import _select_factors, _sgcn_graph, factor_names
+from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
+    _COPPER,
+    _REDS,
     PLANES,
     _check_adata,
-    _chosen_patterns,
+    _colorbar,
     _doc_show,
-    _finish,
+    _light_cmap,
     _max_projection,
-    _new_axes,
-    _new_grid,
+    _Plotter,
+    _renamed,
 )
-from spatialfactors.tl._pattern_genes import _factorisation, _pattern_genes_result, pattern_genes_df
-from spatialfactors.tl._sgcn import sgcn_graph
+from spatialfactors.pl._metagenes import _panel_size, _spatial_panel
 
 
 @_doc_show
@@ -73,8 +76,6 @@ def pattern_genes(
         Colour map.
     ax
         Axes to draw the heatmap into (only with ``counts=False``).
-    figsize, dpi
-        Figure size and resolution.
     {doc_show}
 
     Returns
@@ -98,7 +99,8 @@ def pattern_genes(
     ((3, 50), True)
     """
     adata = _check_adata(adata, "pattern_genes", table_key)
-    result = _pattern_genes_result(adata, key)
+    plot = _Plotter("pattern_genes", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    result = sfget.pattern_genes_result(adata, key)
     _assert_bool("counts", counts)
     if vmax is not None:
         _assert_real_range("vmax", vmax, 0.0, low_open=True)
@@ -107,7 +109,8 @@ def pattern_genes(
     if ax is not None and counts:
         raise ValueError("`ax` takes the heatmap alone; pass `counts=False` with it.")
     params = result["params"]
-    _, loadings, _ = _factorisation(adata, params["key"])
+    # What `sf.tl.pattern_genes` stored: the importance scores, else the factorisation's loadings.
+    stored = sfget.loadings(adata, params["key"]) if values == "coefficients" else sfget.importance(adata, key)
     genes = result["genes"]
     names = list(result["counts"].index)
     n_patterns = len(names)
@@ -115,22 +118,22 @@ def pattern_genes(
     code = genes["pattern"].cat.codes.to_numpy()
     keep = np.flatnonzero(code >= 0)
     order = keep[np.lexsort((genes["rank"].to_numpy()[keep], code[keep]))]
-    matrix = (loadings[order] if values == "coefficients" else importance_scores(loadings[order])).T
+    matrix = stored.to_numpy()[order].T
     top = vmax if vmax is not None else float(np.nanpercentile(matrix, 99)) if matrix.size else 1.0
 
     if counts:
         fig, axes = plt.subplots(
             1,
             2,
-            figsize=figsize or (9.0, 0.3 * n_patterns + 1.8),
-            dpi=dpi,
+            figsize=plot.figsize or (9.0, 0.3 * n_patterns + 1.8),
+            dpi=plot.dpi,
             sharey=True,
             gridspec_kw={"width_ratios": [5, 1]},
             layout="constrained",
         )
         ax, bar_ax = axes
     else:
-        fig, ax = _new_axes(ax, figsize=figsize or (8.0, 0.3 * n_patterns + 1.8), dpi=dpi)
+        fig, ax = plot.axes((8.0, 0.3 * n_patterns + 1.8))
     image = ax.imshow(matrix, aspect="auto", cmap=cmap, vmin=0, vmax=top if top > 0 else 1.0, interpolation="nearest")
     fig.colorbar(image, ax=ax, label=values, shrink=0.8, location="left" if counts else "right")
     block = genes["pattern"].cat.codes.to_numpy()[order]
@@ -143,12 +146,12 @@ def pattern_genes(
     ax.set_xlabel(f"genes ({order.size}), grouped by assigned pattern")
     ax.set_ylabel("pattern")
     if not counts:
-        return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+        return plot.finish(fig, ax)
     n_genes = result["counts"]["n_genes"].to_numpy()
     bar_ax.barh(np.arange(n_patterns), n_genes, color="C3")
     bar_ax.set_xlabel("assigned genes")
     bar_ax.tick_params(axis="y", left=False)
-    return _finish(fig, [ax, bar_ax], show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, [ax, bar_ax])
 
 
 def _expression(adata: AnnData, gene: str, layer: str | None) -> np.ndarray:
@@ -162,7 +165,7 @@ def _expression(adata: AnnData, gene: str, layer: str | None) -> np.ndarray:
 @_doc_show
 def pattern_with_genes(
     adata: AnnData,
-    patterns: int | str | Sequence[int | str] | None = None,
+    factors: int | str | Sequence[int | str] | None = None,
     *,
     key: str = "stanmf",
     n_genes: int = 3,
@@ -172,27 +175,30 @@ def pattern_with_genes(
     library_key: str | None = None,
     library: str | None = None,
     spatial_key: str = "spatial",
-    cmap: str = "Reds",
-    gene_cmap: str = "copper",
+    cmap: str | Colormap | None = None,
+    gene_cmap: str | Colormap | None = None,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
     table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
+    patterns: int | str | Sequence[int | str] | None = None,
 ) -> Figure | list | None:
     """Each pattern beside its top marker genes (Fig. 5C).
 
     One row per pattern: the pattern, then the expression of its ``n_genes`` best-ranked genes
-    (:func:`spatialfactors.tl.pattern_genes`). Voxel data (``.uns['aba']``) are shown as maximum
-    projections onto ``plane`` (the paper: horizontal); cells as a scatter of ``.obsm[spatial_key]``.
+    (:func:`spatialfactors.tl.pattern_genes`), each panel with its own colour bar. Voxel data
+    (``.uns['aba']``) are shown as maximum projections onto ``plane`` (the paper: horizontal); cells
+    as a scatter of ``.obsm[spatial_key]``.
 
     Parameters
     ----------
     adata
         Annotated data after :func:`spatialfactors.tl.pattern_genes`.
-    patterns
-        Patterns (0-based indices or names ``'PP1'``); all by default.
+    factors
+        Patterns to draw: 0-based indices or names (``'PP1'`` ..., see
+        :func:`spatialfactors.get.factor_names`); all by default.
     key
         ``key_added`` (or ``key``) of :func:`spatialfactors.tl.pattern_genes`.
     n_genes
@@ -208,10 +214,11 @@ def pattern_with_genes(
     spatial_key
         Coordinates of cells in ``.obsm``.
     cmap, gene_cmap
-        Colour maps of the patterns and of the genes (the paper: red and copper).
-    figsize, dpi
-        Figure size and resolution.
+        Colour maps of the patterns and of the genes. By default red and copper as in the paper,
+        each starting from light grey so that low values stay visible on white.
     {doc_show}
+    patterns
+        Former name of ``factors`` (deprecated).
 
     Returns
     -------
@@ -228,15 +235,20 @@ def pattern_with_genes(
     >>> adata.obsm["X_stanmf"], adata.varm["stanmf_loadings"] = d, a
     >>> sf.tl.pattern_genes(adata)
     >>> axes = sf.pl.pattern_with_genes(adata, n_genes=2, show=False)
-    >>> len(axes), len(axes[0]), axes[0][1].get_title(loc="left") == sf.tl.pattern_genes_df(adata, 0)["names"][0]
+    >>> len(axes), len(axes[0]), axes[0][1].get_title(loc="left") == sf.get.pattern_genes_df(adata, 0)["names"][0]
     (2, 3, True)
     """
     adata = _check_adata(adata, "pattern_with_genes", table_key)
-    result = _pattern_genes_result(adata, key)
-    dictionary, loadings, _ = _factorisation(adata, result["params"]["key"])
-    n_patterns = loadings.shape[1]
-    chosen = _chosen_patterns(patterns, n_patterns)
+    plot = _Plotter("pattern_with_genes", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig)
+    result = sfget.pattern_genes_result(adata, key)
+    dictionary = sfget.factors(adata, result["params"]["key"]).to_numpy()
+    loadings = sfget.loadings(adata, result["params"]["key"]).to_numpy()
+    factors = _renamed("pattern_with_genes", "factors", factors, "patterns", patterns)
+    names = factor_names(adata, result["params"]["key"])
+    chosen = _select_factors(factors, names, "factors")
     _assert_int_range("n_genes", n_genes, 1)
+    cmap = _light_cmap(cmap, _REDS)
+    gene_cmap = _light_cmap(gene_cmap, _COPPER)
     _assert_bool("reconstructed", reconstructed)
     if layer is not None and layer not in adata.layers:
         raise KeyError(f"Layer {layer!r} not found in `adata.layers`; available: {sorted(adata.layers)}.")
@@ -246,7 +258,7 @@ def pattern_with_genes(
     if voxels:
         if plane not in PLANES:
             raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
-        _grid(adata)
+        sfget.grid(adata)
         select = np.ones(adata.n_obs, bool)
     else:
         _assert_str("spatial_key", spatial_key)
@@ -266,20 +278,25 @@ def pattern_with_genes(
                 raise ValueError(f"No cells with `{library_key}` == {library!r}.")
         xy = np.asarray(adata.obsm[spatial_key])[select, :2]
 
-    def draw(ax: Axes, vec: np.ndarray, colours: str) -> None:
+    def draw(ax: Axes, vec: np.ndarray, colours) -> None:
         if voxels:
-            ax.imshow(_max_projection(to_volume(adata, vec), plane), cmap=colours, interpolation="nearest")
+            drawn = ax.imshow(_max_projection(to_volume(adata, vec), plane), cmap=colours, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
         else:
-            ax.scatter(*xy.T, c=vec[select], s=max(2.0, 4000.0 / select.sum()), cmap=colours, linewidths=0)
-            ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+            drawn = _spatial_panel(ax, xy, vec[select], size=None, cmap=colours)
+        _colorbar(fig, drawn, ax)
 
-    fig, axes = _new_grid(len(chosen), 1 + n_genes, panel_size=(2.2, 1.9), figsize=figsize, dpi=dpi)
+    if voxels:
+        shape = _max_projection(np.zeros(sfget.grid(adata)[0]), plane).shape
+        panel = (2.0 * float(np.clip(shape[1] / shape[0], 0.5, 2.5)) + 0.8, 2.35)
+    else:
+        panel = _panel_size(xy)
+    fig, axes = plot.grid(len(chosen), 1 + n_genes, panel)
     for row, k in enumerate(chosen):
         draw(axes[row][0], np.asarray(dictionary[:, k], dtype=np.float64), cmap)
-        axes[row][0].set_title(f"PP{k + 1}", fontsize=9)
-        top = pattern_genes_df(adata, k, key=key)["names"].head(n_genes).tolist()
+        axes[row][0].set_title(names[k], fontsize=9, fontweight="bold")
+        top = sfget.pattern_genes_df(adata, k, key=key)["names"].head(n_genes).tolist()
         for col in range(n_genes):
             ax = axes[row][col + 1]
             if col >= len(top):
@@ -291,8 +308,8 @@ def pattern_with_genes(
             else:
                 vec = _expression(adata, gene, layer)
             draw(ax, vec, gene_cmap)
-            ax.set_title(gene, fontsize=9, loc="left")
-    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+            ax.set_title(gene, fontsize=8 if len(gene) > 8 else 9, loc="left")
+    return plot.finish(fig, axes)
 
 
 @_doc_show
@@ -304,8 +321,8 @@ def sgcn(
     layout: Literal["circular", "spring", "kamada_kawai"] = "circular",
     node_cmap: str = "Reds",
     edge_cmap: str = "viridis",
-    node_size: float = 500.0,
-    font_size: float = 7.0,
+    node_size: float | None = None,
+    font_size: float = 8.0,
     seed: int = 0,
     ax: Axes | None = None,
     figsize: tuple[float, float] | None = None,
@@ -334,11 +351,10 @@ def sgcn(
     node_cmap, edge_cmap
         Colour maps of selectivity and correlation.
     node_size, font_size
-        Node marker area and gene label size.
+        Node marker area (by default smaller for larger networks) and gene label size.
     seed
         Seed of the spring layout.
-    ax, figsize, dpi
-        Axes to draw into, or the size of a new figure.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -358,14 +374,16 @@ def sgcn(
     (10, 9)
     """
     adata = _check_adata(adata, "sgcn", table_key)
+    plot = _Plotter("sgcn", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
     import networkx as nx
 
     if layout not in ("spring", "circular", "kamada_kawai"):
         raise ValueError(f"`layout` must be 'circular', 'spring' or 'kamada_kawai', got {layout!r}.")
-    _assert_real_range("node_size", node_size, 0.0)
+    if node_size is not None:
+        _assert_real_range("node_size", node_size, 0.0)
     _assert_real_range("font_size", font_size, 0.0)
     _assert_int_range("seed", seed, 0)
-    graph = sgcn_graph(adata, pattern, key=key)
+    graph = _sgcn_graph(adata, pattern, key=key, table_key=None, what="pattern")
     nodes = list(graph.nodes)
     edges = list(graph.edges)
     pcc = np.array([graph.edges[e]["pcc"] for e in edges], dtype=np.float64)
@@ -376,7 +394,8 @@ def sgcn(
         pos = nx.circular_layout(graph)
     else:
         pos = nx.kamada_kawai_layout(graph)
-    fig, ax = _new_axes(ax, figsize=figsize or (5.0, 4.2), dpi=dpi)
+    grow = min(4.0, 0.08 * max(len(nodes) - 12, 0))  # more room for larger networks
+    fig, ax = plot.axes((5.0 + grow, 4.2 + grow))
     selectivity = np.array([graph.nodes[n]["selectivity"] for n in nodes])
     node_norm = Normalize(vmin=float(selectivity.min()), vmax=float(max(selectivity.max(), selectivity.min() + 1e-9)))
     drawn = nx.draw_networkx_nodes(
@@ -387,36 +406,55 @@ def sgcn(
         cmap=node_cmap,
         vmin=node_norm.vmin,
         vmax=node_norm.vmax,
-        node_size=node_size,
+        node_size=node_size if node_size is not None else float(np.clip(6000.0 / max(len(nodes), 1), 60.0, 300.0)),
         edgecolors="0.3",
         ax=ax,
     )
-    edge_norm = Normalize(
-        vmin=float(pcc.min()) if pcc.size else 0.0, vmax=float(pcc.max()) + (1e-9 if pcc.size else 1.0)
-    )
+    # At least 0.05 wide: edges tied near PCC 1 would otherwise get a scale of 1e-9 with unreadable ticks.
+    top = min(1.0, float(pcc.max())) if pcc.size else 1.0
+    edge_norm = Normalize(vmin=min(float(pcc.min()) if pcc.size else 0.0, top - 0.05), vmax=top)
     colours = plt.get_cmap(edge_cmap)(edge_norm(pcc)) if pcc.size else "0.5"
     lines = nx.draw_networkx_edges(graph, pos, edgelist=edges, edge_color=colours, width=2.5, ax=ax)
     if pcc.size:  # the collection also carries its values and scale (for the colour bar and for readers)
         lines.set_array(pcc)
         lines.set_cmap(edge_cmap)
         lines.set_norm(edge_norm)
-    nx.draw_networkx_labels(graph, pos, font_size=font_size, ax=ax)
-    ax.margins(0.15)  # room for the node markers and labels at the rim
-    fig.colorbar(drawn, ax=ax, label="selectivity", shrink=0.6, pad=0.02, location="right")
+    # Labels beside the nodes, pushed outwards from the centre so that they neither cover the
+    # markers nor each other (there is no label repulsion in matplotlib).
+    xy = np.array([pos[n] for n in nodes], dtype=np.float64).reshape(-1, 2)
+    centre = xy.mean(axis=0) if len(xy) else np.zeros(2)
+    span = float(np.ptp(xy, axis=0).max()) if len(xy) > 1 else 1.0
+    for n, p in zip(nodes, xy, strict=True):
+        d = p - centre
+        d = d / np.linalg.norm(d) if np.linalg.norm(d) > 1e-9 else np.array([0.0, 1.0])
+        ax.text(
+            *(p + 0.07 * span * d),
+            str(n),
+            fontsize=font_size,
+            ha="left" if d[0] > 0.3 else "right" if d[0] < -0.3 else "center",
+            va="bottom" if d[1] > 0.3 else "top" if d[1] < -0.3 else "center",
+            zorder=4,
+        )
+    ax.margins(0.25)  # room for the labels at the rim
+    node_bar = fig.colorbar(drawn, ax=ax, label="selectivity", shrink=0.6, pad=0.02, aspect=15, location="right")
+    node_bar.ax.locator_params(nbins=4)
     edge_bar = fig.colorbar(
         lines if pcc.size else ScalarMappable(norm=edge_norm, cmap=edge_cmap),
         ax=ax,
-        label="PCC",
-        shrink=0.6,
+        label="PCC of the reconstructions",
+        shrink=0.5,
         pad=0.02,
+        aspect=25,
         location="bottom",
     )
-    edge_bar.formatter.set_useOffset(False)  # PCCs near 1 would otherwise read as an offset
-    edge_bar.ax.locator_params(nbins=3)
-    edge_bar.ax.tick_params(labelrotation=20)
-    ax.set_title(f"{graph.graph['pattern']}: {len(nodes)} genes, {len(edges)} edges", fontsize=9)
+    edge_bar.formatter = FormatStrFormatter("%.2f")
+    edge_bar.ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10]))
+    edge_bar.ax.tick_params(labelsize=8)
+    n_edges = len(edges)
+    title = f"{graph.graph['pattern']}: {len(nodes)} genes, {n_edges} edge{'' if n_edges == 1 else 's'}"
+    ax.set_title(title, fontsize=10)
     ax.set_axis_off()
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)
 
 
 @_doc_show
@@ -443,8 +481,7 @@ def region_auc(
         ``key_added`` of :func:`spatialfactors.tl.region_auc`.
     bins
         Histogram bins.
-    ax, figsize, dpi
-        Axes to draw into, or the size of a new figure.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -458,24 +495,21 @@ def region_auc(
     >>> rng = np.random.default_rng(0)
     >>> d = rng.random((300, 6))
     >>> adata = ad.AnnData(obs={"region_id": np.where(d[:, 0] > 0.6, 5, 7)}, obsm={"X_stanmf": d})
-    >>> sf.tl.region_auc(adata, region=5, patterns=[0], n_random=40)
+    >>> sf.tl.region_auc(adata, region=5, factors=[0], n_random=40)
     >>> ax = sf.pl.region_auc(adata, show=False)
     >>> bool(ax.lines[0].get_xdata()[0] == adata.uns["region_auc"]["auc"])
     True
     """
     adata = _check_adata(adata, "region_auc", table_key)
+    plot = _Plotter("region_auc", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
     _assert_str("key", key)
     _assert_int_range("bins", bins, 1)
-    if not isinstance(adata.uns.get(key), dict) or "null" not in adata.uns[key] or "auc" not in adata.uns[key]:
-        raise KeyError(
-            f"No region AUC result under key {key!r}; run `sf.tl.region_auc(adata, key_added={key!r})` first."
-        )
-    result = adata.uns[key]
+    result = sfget.region_auc_result(adata, key)
     null = np.asarray(result["null"]["auc"], dtype=np.float64)
     auc = float(result["auc"])
     names = "+".join(str(p) for p in result["params"]["patterns"])
     region = result["region"]["acronym"]
-    fig, ax = _new_axes(ax, figsize=figsize or (4.2, 3.2), dpi=dpi)
+    fig, ax = plot.axes((4.2, 3.2))
     ax.hist(null, bins=bins, color="0.6", edgecolor="white")
     ax.axvline(auc, color="magenta", ls="--", lw=1.5, label=f"{names}: {auc:.3f}")
     ax.axvline(
@@ -485,4 +519,4 @@ def region_auc(
     ax.set_ylabel(f"random sets of {len(result['params']['patterns'])} patterns")
     ax.set_title(f"percentile {float(result['percentile']):.1f}", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="upper left")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)

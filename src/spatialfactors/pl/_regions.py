@@ -12,27 +12,18 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from spatialfactors._validation import _assert_int_range, _assert_real_range, _assert_str
-from spatialfactors.io._volume import _grid, to_volume
+from spatialfactors import get as sfget
+from spatialfactors._validation import _assert_int_range, _assert_real_range
+from spatialfactors.get import _resolve_ontology, _select_factors
+from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
     PLANES,
     _check_adata,
-    _chosen_patterns,
     _doc_show,
-    _finish,
     _max_projection,
-    _new_axes,
-    _new_grid,
+    _Plotter,
+    _renamed,
 )
-
-
-def _link_result(adata: AnnData, key: str) -> dict:
-    _assert_str("key", key)
-    if not isinstance(adata.uns.get(key), dict) or "correlation" not in adata.uns[key]:
-        raise KeyError(
-            f"No region linking result under key {key!r}; run `sf.tl.link_regions(adata, key_added={key!r})` first."
-        )
-    return adata.uns[key]
 
 
 def _region_columns(table: pd.DataFrame, regions: Sequence | None, info: pd.DataFrame, n_top: int) -> list[str]:
@@ -58,7 +49,7 @@ def region_correlation(
     *,
     regions: Sequence[int | str] | None = None,
     n_top: int = 3,
-    patterns: Sequence[int | str] | None = None,
+    factors: int | str | Sequence[int | str] | None = None,
     ontology=None,
     groups: int | str | None = "coarse",
     cmap: str = "viridis",
@@ -70,6 +61,7 @@ def region_correlation(
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
+    patterns: Sequence[int | str] | None = None,
 ) -> Figure | Axes | None:
     """Bubble plot of patterns x regions: each pattern's score with every single region (Fig. 2).
 
@@ -91,8 +83,8 @@ def region_correlation(
         Region ids or acronyms to show; by default the union of every pattern's ``n_top`` best regions.
     n_top
         Regions per pattern shown by default.
-    patterns
-        Pattern indices (0-based columns of the patterns) to show; all by default.
+    factors
+        Patterns to show: 0-based indices or names (``'PP1'`` ...); all by default.
     ontology
         An :class:`~spatialfactors.io.Ontology` to order and group the regions.
     groups
@@ -102,9 +94,10 @@ def region_correlation(
         Colour map of the scores.
     max_size
         Bubble area (points^2) of a score of 1.
-    ax, figsize, dpi
-        Axes to draw into, or the size of a new figure.
+    {doc_ax}
     {doc_show}
+    patterns
+        Former name of ``factors`` (deprecated).
 
     Returns
     -------
@@ -124,12 +117,11 @@ def region_correlation(
     6
     """
     adata = _check_adata(adata, "region_correlation", table_key)
-    result = _link_result(adata, key)
+    plot = _Plotter("region_correlation", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    result = sfget.result(adata, key, "link_regions")
     _assert_int_range("n_top", n_top, 1)
     _assert_real_range("max_size", max_size, 0.0, low_open=True)
     if ontology is not None:
-        from spatialfactors.tl._link_regions import _resolve_ontology
-
         ontology = _resolve_ontology(ontology)
     if isinstance(groups, str):
         if groups != "coarse":
@@ -138,7 +130,8 @@ def region_correlation(
         _assert_int_range("groups", groups, 0)
     table = result["correlation"]
     info = result["regions"]
-    rows = _chosen_patterns(patterns, table.shape[0])
+    factors = _renamed("region_correlation", "factors", factors, "patterns", patterns)
+    rows = _select_factors(factors, [str(n) for n in table.index], "factors")
     table = table.iloc[rows]
     cols = _region_columns(table, regions, info, n_top)
     graph_order = None
@@ -156,7 +149,7 @@ def region_correlation(
     ids = info.loc[cols, "region_id"].to_numpy()
 
     n_rows, n_cols = values.shape
-    fig, ax = _new_axes(ax, figsize=figsize or (max(3.0, 0.3 * n_cols + 2.0), max(2.0, 0.3 * n_rows + 1.5)), dpi=dpi)
+    fig, ax = plot.axes((max(3.0, 0.3 * n_cols + 2.0), max(2.0, 0.3 * n_rows + 1.5)))
     x, y = np.meshgrid(np.arange(n_cols), np.arange(n_rows))
     sizes = max_size * np.clip(np.nan_to_num(values), 0.0, None)
     bubbles = ax.scatter(x.ravel(), y.ravel(), s=sizes.ravel(), c=values.ravel(), cmap=cmap, edgecolors="none")
@@ -192,19 +185,7 @@ def region_correlation(
             ax.text((s + e - 1) / 2, -0.7, group[s], ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xlabel("region")
     ax.set_ylabel("pattern")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
-
-
-def _link_rows(result: dict, n_regions: int | None) -> pd.DataFrame:
-    best = result["best"]
-    if n_regions is None:
-        rows = best[best["selected"].astype(bool)]
-    else:
-        sizes = sorted(set(best["n_regions"].astype(int)))
-        if isinstance(n_regions, bool) or n_regions not in sizes:
-            raise ValueError(f"`n_regions` must be one of {sizes}, got {n_regions!r}.")
-        rows = best[best["n_regions"] == n_regions]
-    return rows.set_index("pattern")
+    return plot.finish(fig, ax)
 
 
 def _set_ids(row: pd.Series) -> list[int]:
@@ -216,7 +197,7 @@ def linked_regions(
     adata: AnnData,
     key: str = "link_regions",
     *,
-    patterns: Sequence[int | str] | None = None,
+    factors: int | str | Sequence[int | str] | None = None,
     n_regions: int | None = None,
     plane: str = "sagittal",
     cmap: str = "magma",
@@ -226,6 +207,7 @@ def linked_regions(
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
+    patterns: Sequence[int | str] | None = None,
 ) -> Figure | list | None:
     """Each pattern beside the region set it is linked to, as maximum projections (Fig. 3A).
 
@@ -239,17 +221,17 @@ def linked_regions(
         Voxel data after :func:`spatialfactors.tl.link_regions`, with the patterns and the grid.
     key
         ``key_added`` of the linking.
-    patterns
-        Pattern indices (0-based) to show; all by default.
+    factors
+        Patterns to show: 0-based indices or names (``'PP1'`` ...); all by default.
     n_regions
         Show the best set of this many regions instead of each pattern's selected link.
     plane
         ``'coronal'``, ``'sagittal'`` or ``'horizontal'``.
     cmap
         Colour map of the patterns.
-    figsize, dpi
-        Figure size and resolution.
     {doc_show}
+    patterns
+        Former name of ``factors`` (deprecated).
 
     Returns
     -------
@@ -269,22 +251,24 @@ def linked_regions(
     (2, 2)
     """
     adata = _check_adata(adata, "linked_regions", table_key)
-    result = _link_result(adata, key)
+    plot = _Plotter("linked_regions", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig)
+    result = sfget.result(adata, key, "link_regions")
     if plane not in PLANES:
         raise ValueError(f"`plane` must be one of {list(PLANES)}, got {plane!r}.")
     params = result["params"]
     basis = f"X_{params['key']}"
     if basis not in adata.obsm:
         raise KeyError(f"`adata.obsm[{basis!r}]` (the linked patterns) not found.")
-    _grid(adata)
+    sfget.grid(adata)
     names = list(result["correlation"].index)
-    chosen = _chosen_patterns(patterns, len(names))
-    links = _link_rows(result, n_regions)
+    factors = _renamed("linked_regions", "factors", factors, "patterns", patterns)
+    chosen = _select_factors(factors, [str(n) for n in names], "factors")
+    links = sfget.link_regions_df(adata, key, n_regions=n_regions)
     region_map = result["region_map"]
     lookup = pd.Series(region_map["linked_id"].to_numpy(), index=region_map["region_id"].to_numpy())
     linked = lookup.reindex(np.asarray(adata.obs[params["region_key"]], dtype=np.int64)).fillna(0).to_numpy()
 
-    fig, axes = _new_grid(len(chosen), 2, panel_size=(2.6, 1.9), figsize=figsize, dpi=dpi)
+    fig, axes = plot.grid(len(chosen), 2, (2.6, 1.9))
     for row, k in enumerate(chosen):
         link = links.loc[names[k]]
         pattern_image = _max_projection(to_volume(adata, k, basis=basis), plane)
@@ -299,7 +283,7 @@ def linked_regions(
             a.set_yticks([])
         if row == 0:
             axes[row][0].set_title(f"pattern ({plane})", fontsize=8)
-    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, axes)
 
 
 @_doc_show
@@ -332,8 +316,7 @@ def link_heatmap(
         Colour map.
     annot
         Write the scores into the cells.
-    ax, figsize, dpi
-        Axes to draw into, or the size of a new figure.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -354,12 +337,13 @@ def link_heatmap(
     [[1.0, -0.5], [-0.5, 1.0]]
     """
     adata = _check_adata(adata, "link_heatmap", table_key)
-    result = _link_result(adata, key)
+    plot = _Plotter("link_heatmap", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    result = sfget.result(adata, key, "link_regions")
     table = result["linked"]
-    links = _link_rows(result, None)
+    links = sfget.link_regions_df(adata, key)
     labels = [f"{name}: {links.loc[name, 'acronyms']}" for name in table.columns]
     n = table.shape[0]
-    fig, ax = _new_axes(ax, figsize=figsize or (0.45 * n + 3.0, 0.35 * n + 1.5), dpi=dpi)
+    fig, ax = plot.axes((0.45 * n + 3.0, 0.35 * n + 1.5))
     sns.heatmap(
         table.to_numpy(),
         ax=ax,
@@ -372,4 +356,4 @@ def link_heatmap(
     )
     ax.set_xlabel("linked region set")
     ax.set_ylabel("pattern")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)

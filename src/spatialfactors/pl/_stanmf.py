@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,40 +12,21 @@ import seaborn as sns
 from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from spatialfactors._validation import _assert_str
-from spatialfactors.io._volume import _grid, to_volume
+from spatialfactors import get as sfget
+from spatialfactors.get import _result
+from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
     _check_adata,
-    _chosen_components,
     _chosen_planes,
+    _colorbar,
     _doc_show,
-    _finish,
     _max_projection,
-    _new_axes,
-    _new_grid,
+    _Plotter,
+    _renamed,
 )
 from spatialfactors.pl._metagenes import metagenes
-
-#: What writes each entry of a staNMF result, for the message when it is missing.
-_WRITTEN_BY = {
-    "instability": "a sweep over K, e.g. `sf.tl.stanmf(adata, n_components=range(8, 31))`",
-    "genes": "`sf.tl.stanmf` (SpiceMix results have no per-gene reconstruction accuracy)",
-    "morans_i": "`sf.tl.stanmf` when the spatial graph exists",
-}
-
-
-def _result(adata: AnnData, key: str, entry: str | None = None):
-    _assert_str("key", key)
-    if key not in adata.uns or f"X_{key}" not in adata.obsm or not isinstance(adata.uns[key], dict):
-        raise KeyError(
-            f"No factorisation result under key {key!r}; run `sf.tl.stanmf(adata, key_added={key!r})` "
-            "(or `sf.tl.spicemix`) first."
-        )
-    uns = adata.uns[key]
-    if entry is not None and entry not in uns:
-        raise KeyError(f"`adata.uns[{key!r}]` has no {entry!r}; it is written by {_WRITTEN_BY[entry]}.")
-    return uns if entry is None else uns[entry]
 
 
 @_doc_show
@@ -69,39 +51,68 @@ def instability(
         with a sweep over K.
     key
         ``key_added`` of the run.
-    ax
-        Axes to draw into.
-    figsize, dpi
-        Figure size and resolution when ``ax`` is not given.
+    {doc_ax}
     {doc_show}
 
     Returns
     -------
     The figure, the axes, or None (see ``show`` and ``return_fig``).
 
+    Warns
+    -----
+    UserWarning
+        When K* is the smallest or the largest K of the sweep: the instability may fall further
+        outside the range, so K* is then not known to be a minimum (the plot marks it too).
+
     Examples
     --------
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
-    >>> sf.tl.stanmf(adata, n_components=range(5, 8), n_replicates=4)
+    >>> sf.tl.stanmf(adata, range(5, 8), n_replicates=4)
     >>> ax = sf.pl.instability(adata, show=False)
     """
     adata = _check_adata(adata, "instability", table_key)
-    table = _result(adata, key, "instability")
-    fig, ax = _new_axes(ax, figsize=figsize or (4.5, 3.2), dpi=dpi)
+    plot = _Plotter("instability", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    table = sfget.instability_df(adata, key)
+    fig, ax = plot.axes((6.0, 4.2))
     labels = {"nmf": "staNMF", "pca": "PCA", "spicemix": "SpiceMix"}
     for method, sub in table.groupby("method", sort=False):
         sub = sub.sort_values("K")
-        ax.errorbar(sub["K"], sub["mean"], yerr=sub["std"], marker="o", ms=3, capsize=2, label=labels.get(method))
-    k = adata.uns[key]["k"]
+        ax.errorbar(sub["K"], sub["mean"], yerr=sub["std"], marker="o", ms=4, capsize=2, label=labels.get(method))
+    k = int(_result(adata, key, "stanmf", "k"))
     main = table["method"].iloc[0]  # the factorisation itself (PCA is the comparator)
+    swept = np.sort(table.loc[table["method"] == main, "K"].astype(int).unique())
     best = table[(table["method"] == main) & (table["K"] == k)]["mean"].iloc[0]
-    ax.axvline(k, color="0.6", ls="--", lw=0.8)
-    ax.annotate(f"K* = {k}", (k, best), xytext=(5, 10), textcoords="offset points")
+    edge = len(swept) > 1 and k in (swept[0], swept[-1])
+    colour = "tab:red" if edge else "0.35"
+    ax.axvline(k, color=colour, ls="--", lw=0.9)
+    ax.plot([k], [best], marker="*", ms=14, color=colour, mec="white", zorder=5, ls="")
+    text = f"K* = {k}"
+    if edge:
+        side = "smallest" if k == swept[0] else "largest"
+        text += f"\n{side} K swept:\nminimum not confirmed"
+        warnings.warn(
+            f"K* = {k} is the {side} K of the sweep ({swept[0]} ... {swept[-1]}), so the instability may be lower "
+            f"beyond it; extend the range of K (e.g. to {max(2, swept[0] - 2) if side == 'smallest' else swept[0]}"
+            f" ... {swept[-1] + 3 if side == 'largest' else swept[-1]}) to know whether K* is a minimum.",
+            UserWarning,
+            stacklevel=2,
+        )
+    right = k == swept[-1] and len(swept) > 1
+    ax.annotate(
+        text,
+        (k, best),
+        xytext=(-8 if right else 8, 12),
+        textcoords="offset points",
+        ha="right" if right else "left",
+        color=colour,
+        fontsize=9,
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("K (number of metagenes)" if main == "spicemix" else "K (number of patterns)")
     ax.set_ylabel(f"instability ({table['metric'].iloc[0]})")
-    ax.legend(frameon=False)
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    ax.legend(frameon=False, loc="best")
+    return plot.finish(fig, ax)
 
 
 @_doc_show
@@ -109,22 +120,25 @@ def patterns(
     adata: AnnData,
     key: str = "stanmf",
     *,
-    components: Sequence[int] | None = None,
+    factors: int | str | Sequence[int | str] | None = None,
     planes: Sequence[str] = ("coronal", "sagittal", "horizontal"),
     library_key: str | None = None,
     cmap: str = "magma",
+    ncols: int = 4,
     figsize: tuple[float, float] | None = None,
     dpi: float | None = None,
     table_key: str | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
     return_fig: bool = False,
+    components: Sequence[int] | None = None,
 ) -> Figure | list | None:
     """Principal patterns in space: 3D maximum projections for voxels, a scatter for cells (Fig. 1C).
 
     For voxel data (``.uns['aba']`` holds the grid), every pattern is placed into the volume
     and projected by its maximum onto the coronal, sagittal and horizontal planes, one row per
-    pattern. For cells, this is :func:`spatialfactors.pl.metagenes` on ``.obsm['X_{key}']``.
+    pattern, titled with its name (``PP1`` ...). For cells, this is :func:`spatialfactors.pl.metagenes`
+    on ``.obsm['X_{key}']``: one panel per pattern, ``ncols`` per row.
 
     Parameters
     ----------
@@ -132,17 +146,19 @@ def patterns(
         Annotated data after :func:`spatialfactors.tl.stanmf`.
     key
         ``key_added`` of the staNMF run (patterns in ``.obsm['X_{key}']``).
-    components
-        Patterns to draw; all by default.
+    factors
+        Patterns to draw: 0-based indices or names (``'PP1'`` ...); all by default.
     planes
         Projection planes for voxel data.
     library_key
         Field of view column for cells.
     cmap
         Colour map.
-    figsize, dpi
-        Figure size and resolution.
+    {doc_ncols}
+        Cells only; voxel data show one row per pattern.
     {doc_show}
+    components
+        Former name of ``factors`` (deprecated).
 
     Returns
     -------
@@ -152,19 +168,24 @@ def patterns(
     --------
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
-    >>> sf.tl.stanmf(adata, n_components=4, pca=False)
-    >>> fig = sf.pl.patterns(adata, components=[0, 1], return_fig=True)
+    >>> sf.tl.stanmf(adata, 4, pca=False)
+    >>> fig = sf.pl.patterns(adata, factors=["PP1", "PP2"], return_fig=True)
     """
+    from spatialfactors.get import _select_factors, factor_names
+
     adata = _check_adata(adata, "patterns", table_key)
-    _result(adata, key)
+    plot = _Plotter("patterns", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ncols=ncols)
+    factors = _renamed("patterns", "factors", factors, "components", components)
+    _result(adata, key, "stanmf")
     basis = f"X_{key}"
     if "aba" not in adata.uns:
         return metagenes(
             adata,
             basis,
-            components=components,
+            factors=factors,
             library_key=library_key,
             cmap=cmap,
+            ncols=ncols,
             figsize=figsize,
             dpi=dpi,
             show=show,
@@ -172,19 +193,22 @@ def patterns(
             return_fig=return_fig,
         )
     planes = _chosen_planes(planes)
-    components = _chosen_components(components, adata.obsm[basis].shape[1], f"`adata.obsm[{basis!r}]`")
-    _grid(adata)
-    fig, axes = _new_grid(len(components), len(planes), panel_size=(2.4, 1.8), figsize=figsize, dpi=dpi)
-    for row, c in enumerate(components):
+    names = factor_names(adata, key)
+    chosen = _select_factors(factors, names, "factors")
+    sfget.grid(adata)
+    fig, axes = plot.grid(len(chosen), len(planes), panel_size=(2.6, 1.9))
+    for row, c in enumerate(chosen):
         vol = to_volume(adata, c, basis=basis)
+        scale = {"vmin": np.nanmin(vol), "vmax": np.nanmax(vol)}  # one scale for the row, read on its colour bar
         for col, plane in enumerate(planes):
-            axes[row][col].imshow(_max_projection(vol, plane), cmap=cmap, interpolation="nearest")
+            drawn = axes[row][col].imshow(_max_projection(vol, plane), cmap=cmap, interpolation="nearest", **scale)
             axes[row][col].set_xticks([])
             axes[row][col].set_yticks([])
             if row == 0:
                 axes[row][col].set_title(plane, fontsize=9)
-        axes[row][0].set_ylabel(f"PP {c + 1}")
-    return _finish(fig, axes, show=show, save=save, return_fig=return_fig)
+        _colorbar(fig, drawn, axes[row][-1])
+        axes[row][0].set_ylabel(names[c])
+    return plot.finish(fig, axes)
 
 
 @_doc_show
@@ -212,10 +236,7 @@ def reconstruction(
         Annotated data after :func:`spatialfactors.tl.stanmf`.
     key
         ``key_added`` of the staNMF run.
-    ax
-        Axes to draw into.
-    figsize, dpi
-        Figure size and resolution when ``ax`` is not given.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -226,12 +247,13 @@ def reconstruction(
     --------
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
-    >>> sf.tl.stanmf(adata, n_components=5)
+    >>> sf.tl.stanmf(adata, n_factors=5)
     >>> ax = sf.pl.reconstruction(adata, show=False)
     """
     adata = _check_adata(adata, "reconstruction", table_key)
-    genes = _result(adata, key, "genes")
-    fig, ax = _new_axes(ax, figsize=figsize or (3.6, 3.4), dpi=dpi)
+    plot = _Plotter("reconstruction", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    genes = _result(adata, key, "stanmf", "genes")
+    fig, ax = plot.axes((3.6, 3.4))
     nmf = genes["reconstruction_pcc"].to_numpy()
     if "pca_reconstruction_pcc" in genes:
         pca = genes["pca_reconstruction_pcc"].to_numpy()
@@ -244,7 +266,7 @@ def reconstruction(
         ax.hist(nmf, bins=30)
         ax.set_xlabel("staNMF reconstruction PCC")
         ax.set_ylabel("genes")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)
 
 
 @_doc_show
@@ -268,10 +290,7 @@ def patterns_per_gene(
         Annotated data after :func:`spatialfactors.tl.stanmf`.
     key
         ``key_added`` of the staNMF run.
-    ax
-        Axes to draw into.
-    figsize, dpi
-        Figure size and resolution when ``ax`` is not given.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -282,19 +301,20 @@ def patterns_per_gene(
     --------
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
-    >>> sf.tl.stanmf(adata, n_components=5, pca=False)
+    >>> sf.tl.stanmf(adata, n_factors=5, pca=False)
     >>> ax = sf.pl.patterns_per_gene(adata, show=False)
     """
     adata = _check_adata(adata, "patterns_per_gene", table_key)
-    genes = _result(adata, key, "genes")
-    k = adata.uns[key]["k"]
+    plot = _Plotter("patterns_per_gene", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
+    genes = _result(adata, key, "stanmf", "genes")
+    k = _result(adata, key, "stanmf", "k")
     counts = np.bincount(genes["n_patterns"].to_numpy().astype(int), minlength=k + 1)[1:]
-    fig, ax = _new_axes(ax, figsize=figsize or (3.8, 3.0), dpi=dpi)
+    fig, ax = plot.axes((3.8, 3.0))
     ax.bar(np.arange(1, k + 1), counts)
     ax.set_xticks(np.arange(1, k + 1))
     ax.set_xlabel("patterns used by a gene")
     ax.set_ylabel("genes")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)
 
 
 @_doc_show
@@ -318,10 +338,7 @@ def morans_i(
         Annotated data after :func:`spatialfactors.tl.stanmf` with a spatial graph.
     key
         ``key_added`` of the staNMF run.
-    ax
-        Axes to draw into.
-    figsize, dpi
-        Figure size and resolution when ``ax`` is not given.
+    {doc_ax}
     {doc_show}
 
     Returns
@@ -334,21 +351,22 @@ def morans_i(
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=200)
     >>> sq.gr.spatial_neighbors_delaunay(adata)  # doctest: +ELLIPSIS
-    >>> sf.tl.stanmf(adata, n_components=5)
+    >>> sf.tl.stanmf(adata, n_factors=5)
     >>> ax = sf.pl.morans_i(adata, show=False)
     """
     adata = _check_adata(adata, "morans_i", table_key)
+    plot = _Plotter("morans_i", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ax=ax)
     try:
-        table = _result(adata, key, "morans_i")
+        table = _result(adata, key, "stanmf", "morans_i")
     except KeyError as err:
         raise KeyError(
             f"{err.args[0]} Moran's I needs a spatial graph: run `sq.gr.spatial_neighbors_delaunay(adata)` "
             "(or another squidpy builder) before `sf.tl.stanmf`."
         ) from None
     table = pd.DataFrame(table).replace({"method": {"nmf": "staNMF", "pca": "PCA"}})
-    fig, ax = _new_axes(ax, figsize=figsize or (3.2, 3.2), dpi=dpi)
+    fig, ax = plot.axes((3.2, 3.2))
     sns.boxplot(data=table, x="method", y="morans_i", ax=ax, color="0.85", fliersize=0)
     sns.stripplot(data=table, x="method", y="morans_i", ax=ax, size=4, color="C0")
     ax.set_xlabel("")
     ax.set_ylabel("Moran's I of a pattern")
-    return _finish(fig, ax, show=show, save=save, return_fig=return_fig)
+    return plot.finish(fig, ax)

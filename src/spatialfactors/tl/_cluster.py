@@ -26,6 +26,7 @@ from spatialfactors._validation import (
     _warn_undefined,
 )
 from spatialfactors.models.domains import order_by_size, proportions, reference_scores
+from spatialfactors.tl._record import _record
 
 
 def cluster_latent(
@@ -139,14 +140,13 @@ def cluster_latent(
     labels = order_by_size(labels)  # numbered from 0 in order of size, as scanpy's leiden/louvain
     n_found = int(labels.max()) + 1
     column = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(n_found)])
-    uns = {
-        "n_clusters": int(k_best),
-        "calinski_harabasz": table,
-        "params": {"basis": basis, "normalize": bool(normalize), "method": "ward"},
-    }
+    uns = _record(
+        "cluster_latent",
+        {"n_clusters": int(k_best), "calinski_harabasz": table},
+        {"basis": basis, "normalize": bool(normalize), "method": "ward", "reference_key": reference_key},
+    )
     if reference_key is not None:
         uns.update(reference_scores(adata.obs[reference_key].to_numpy(), labels))
-        uns["params"]["reference_key"] = reference_key
         logg.info(f"{name}: {k_best} clusters, ARI {uns['ari']:.3f} against `{reference_key}`")
     target = adata.copy() if copy else adata
     _save_results(target, [("obs", name, pd.Series(column, index=adata.obs_names)), ("uns", name, uns)], start)

@@ -32,6 +32,8 @@ from spatialfactors._validation import (
 from spatialfactors.models.domains import proportions
 from spatialfactors.models.regression import FDR_METHODS, regress_genes
 
+from ._record import _record
+
 
 def _covariate(adata, covariate, basis, factors, normalize) -> tuple[np.ndarray, str]:
     """Return the covariate of every cell and its label: an ``.obs`` column, an array, or factors of ``basis``."""
@@ -229,24 +231,29 @@ def covariate_genes(
     n_sig = int(table["significant"].sum())
     logg.info(f"{key_added}: {n_sig} of {len(table)} genes significant at q < {alpha:g} ({method})")
     column = np.where(keep, values, np.nan)
-    uns = {
-        "table": table,
-        "n_cells": int(keep.sum()),
-        "n_tested": len(table),
-        "n_significant": n_sig,
-        "covariate": label,
-        "params": {
-            "basis": basis if covariate is None else "",
-            "factors": np.atleast_1d(np.asarray(factors, dtype=np.int64)) if factors is not None else np.zeros(0, int),
+    uns = _record(
+        "covariate_genes",
+        {
+            "table": table,
+            "n_cells": int(keep.sum()),
+            "n_tested": len(table),
+            "n_significant": n_sig,
+            "covariate": label,
+        },
+        {
+            "basis": basis if covariate is None else None,
+            "factors": np.atleast_1d(np.asarray(factors, dtype=np.int64)).tolist() if factors is not None else None,
             "normalize": bool(normalize),
-            "groupby": groupby or "",
-            "groups": np.asarray([str(g) for g in ([groups] if isinstance(groups, str) else groups or [])], dtype=str),
+            "groupby": groupby,
+            "groups": [str(g) for g in ([groups] if isinstance(groups, str) else groups)]
+            if groups is not None
+            else None,
             "min_fraction": float(min_fraction),
-            "layer": layer or "",
+            "layer": layer,
             "method": method,
             "alpha": float(alpha),
         },
-    }
+    )
     target = adata.copy() if copy else adata
     _save_results(
         target,

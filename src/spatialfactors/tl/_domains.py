@@ -34,6 +34,7 @@ from spatialfactors.models.domains import (
     reference_scores,
     smooth_features,
 )
+from spatialfactors.tl._record import _record
 
 
 def spatial_domains(
@@ -177,25 +178,25 @@ def spatial_domains(
 
     name = key_added or f"{basis.removeprefix('X_')}_domains"
     column = pd.Categorical(labels.astype(str), categories=[str(i) for i in range(n_found)])
-    uns = {
-        "n_clusters": n_found,
-        "vote_rounds": int(rounds),
-        "params": {
+    uns = _record(
+        "spatial_domains",
+        {"n_clusters": n_found, "vote_rounds": int(rounds)},
+        {
             "basis": basis,
-            "n_clusters": int(n_clusters) if n_clusters is not None else 0,
+            "n_clusters": n_clusters,
             "method": method,
             "normalize": bool(normalize),
             "n_smooth": int(n_smooth),
             "vote": bool(vote),
             "connectivity_key": connectivity_key,
-            "max_distance": float(max_distance) if max_distance is not None else 0.0,
+            "max_distance": max_distance,
             "resolution": float(resolution),
             "random_state": int(random_state),
+            "reference_key": reference_key,
         },
-    }
+    )
     if reference_key is not None:
         uns.update(reference_scores(adata.obs[reference_key].to_numpy(), labels))
-        uns["params"]["reference_key"] = reference_key
         logg.info(f"{name}: {n_found} domains, ARI {uns['ari']:.3f}, NMI {uns['nmi']:.3f} against `{reference_key}`")
     target = adata.copy() if copy else adata
     _save_results(target, [("obs", name, pd.Series(column, index=adata.obs_names)), ("uns", name, uns)], start)

@@ -31,6 +31,7 @@ from spatialfactors._validation import (
 )
 from spatialfactors.models.domains import reference_scores
 from spatialfactors.models.potts import COVARIANCES, potts_sweep
+from spatialfactors.tl._record import _record
 
 #: The default sweep of the smoothing parameter.
 BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -211,23 +212,24 @@ def hmrf_domains(
         "history": np.asarray(fit.history),
         "objective": sweep.table,
         "labels": sweep.labels.set_axis(adata.obs_names, axis=0),
-        "params": {
-            "basis": basis,
-            "n_domains": np.asarray(ks, dtype=np.int64),
-            "beta": np.asarray(betas),
-            "covariance": covariance,
-            "n_dims": int(n_dims) if n_dims is not None else d,
-            "connectivity_key": connectivity_key,
-            "library_key": library_key or "",
-            "max_distance": float(max_distance) if max_distance is not None else 0.0,
-            "max_iter": int(max_iter),
-            "tol": float(tol),
-            "random_state": int(random_state),
-        },
     }
+    params = {
+        "basis": basis,
+        "n_domains": np.asarray(ks, dtype=np.int64),
+        "beta": np.asarray(betas),
+        "covariance": covariance,
+        "n_dims": int(n_dims) if n_dims is not None else d,
+        "connectivity_key": connectivity_key,
+        "library_key": library_key,
+        "max_distance": max_distance,
+        "max_iter": int(max_iter),
+        "tol": float(tol),
+        "random_state": int(random_state),
+        "reference_key": reference_key if truth is not None else None,
+    }
+    uns = _record("hmrf_domains", uns, params)
     if truth is not None:
         uns.update(reference_scores(truth, fit.labels))
-        uns["params"]["reference_key"] = reference_key
     text = f", ARI {uns['ari']:.3f} against `{reference_key}`" if truth is not None else ""
     logg.info(f"{key_added}: {n_found} domains at beta {fit.beta:g}{text}")
     target = adata.copy() if copy else adata

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Literal
 
@@ -24,8 +23,10 @@ from spatialfactors._validation import (
     _save_results,
     _warn_undefined,
 )
-from spatialfactors.io._volume import _grid
+from spatialfactors.get import _resolve_ontology, factor_names, grid
 from spatialfactors.models.regions import METRICS, SetScorer, region_adjacency, search_regions
+
+from ._record import _record
 
 
 def _map_level(ids: np.ndarray, ontology, level: int | str) -> np.ndarray:
@@ -39,23 +40,6 @@ def _map_level(ids: np.ndarray, ontology, level: int | str) -> np.ndarray:
         mapped = np.asarray(ontology.at_depth(uniq, level), dtype=np.int64)
     out[inside] = np.maximum(mapped, 0)[inverse]  # map_to gives -1 outside every target region
     return out
-
-
-def _resolve_ontology(ontology):
-    """Return an Ontology from an Ontology, a structure CSV path or None; anything else is an error."""
-    if ontology is None:
-        return None
-    if isinstance(ontology, str | os.PathLike):
-        from spatialfactors.io._ontology import read_ontology
-
-        return read_ontology(ontology)
-    # Duck-typed: anything with the lookups of an Ontology works (e.g. only `at_depth` for `level=`).
-    if not any(hasattr(ontology, name) for name in ("map_to", "at_depth", "descendants", "id_of")):
-        raise TypeError(
-            "`ontology` must be an `sf.io.Ontology` or the path of Allen's structure CSV (read with "
-            f"`sf.io.read_ontology(path)`), got {type(ontology).__name__}."
-        )
-    return ontology
 
 
 def _region_table(
@@ -79,14 +63,14 @@ def _region_table(
     return table
 
 
-def _warn_undefined_scores(scorer: SetScorer, result, region_ids: np.ndarray) -> None:
+def _warn_undefined_scores(scorer: SetScorer, result, region_ids: np.ndarray, names: list[str]) -> None:
     """Say why scores are NaN: a constant pattern, a region (or set) covering every voxel searched."""
     if scorer.metric != "pearson":
         return
     constant = np.flatnonzero(scorer.norm <= 0)
     if constant.size:
         _warn_undefined(
-            f"The Pearson correlation of pattern(s) {[f'PP{k + 1}' for k in constant]} with every region set",
+            f"The Pearson correlation of pattern(s) {[names[k] for k in constant]} with every region set",
             "the pattern is constant over the voxels",
             "leave it out or refit with fewer components",
         )
@@ -200,7 +184,8 @@ def link_regions(
     -------
     ``None`` or a copy (``copy=True``), with ``.uns[key_added]`` holding
 
-    - ``correlation``: DataFrame patterns (``PP1`` ...) x regions (columns: region ids as strings),
+    - ``correlation``: DataFrame patterns (named by :func:`spatialfactors.get.factor_names`: ``PP1`` ...
+      for staNMF, ``MG1`` ... for SpiceMix) x regions (columns: region ids as strings),
       the score (``metric``) of every pattern with every single region;
     - ``regions``: one row per region (index as the columns of ``correlation``): ``region_id``,
       ``acronym`` (from the ontology, else from ``.obs['acronym']``, else the id), ``n_voxels``, and
@@ -215,7 +200,9 @@ def link_regions(
     - ``summary``: ``n_voxels``, ``n_regions``, ``n_adjacent_pairs``, ``n_contiguous_pairs``,
       ``n_contiguous_triples`` (when searched exactly);
     - ``region_map``: ``region_id`` of ``.obs[region_key]`` -> ``linked_id`` searched (differs with ``level``);
-    - ``params``.
+    - ``tool`` and ``params`` (``None`` values left out; read them with :func:`spatialfactors.get.params`).
+
+    Read every pattern's link with :func:`spatialfactors.get.link_regions_df`.
 
     Examples
     --------
@@ -232,18 +219,62 @@ def link_regions(
     """
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
+    patterns, ids, linked, region_ids, ontology = _check_inputs(
+        adata, key, region_key, ontology, max_regions, level, metric, dice_threshold, max_candidates, beam_width
+    )
+    _assert_str("key_added", key_added)
+    _assert_copy(adata, copy)
+    _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.link_regions")
+    names = factor_names(adata, key)
+    scorer, result, edges_ids = _search(
+        adata,
+        patterns,
+        linked,
+        region_ids,
+        names,
+        metric=metric,
+        dice_threshold=dice_threshold,
+        max_regions=max_regions,
+        max_candidates=max_candidates,
+        beam_width=beam_width,
+    )
+    entries = _link_entries(
+        adata, ids, linked, region_ids, scorer, result, edges_ids, ontology, level, names, max_regions
+    )
+    params = {
+        "key": key,
+        "region_key": region_key,
+        "max_regions": int(max_regions),
+        "metric": metric,
+        "dice_threshold": float(dice_threshold),
+        "max_candidates": max_candidates,
+        "beam_width": int(beam_width),
+        "ontology": ontology is not None,
+        "level": level if level is None or isinstance(level, str) else int(level),
+    }
+    target = adata.copy() if copy else adata
+    _save_results(target, [("uns", key_added, _record("link_regions", entries, params))], start)
+    return target if copy else None
+
+
+def _check_inputs(
+    adata, key, region_key, ontology, max_regions, level, metric, dice_threshold, max_candidates, beam_width
+):
+    """Check the inputs of :func:`link_regions`; return patterns, region ids, ids searched, regions, ontology."""
     patterns = _get_patterns(adata, key)
     ids = _get_region_ids(adata, region_key)
-    shape, mask, _ = _grid(adata)
+    grid(adata)
     _assert_int_range("max_regions", max_regions, 1)
     _assert_choice("metric", metric, METRICS)
     _assert_real_range("dice_threshold", dice_threshold, 0.0, 1.0)
     _assert_int_range("beam_width", beam_width, 1)
     if max_candidates is not None:
         _assert_int_range("max_candidates", max_candidates, 1)
-    _assert_str("key_added", key_added)
-    _assert_copy(adata, copy)
-    _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.link_regions")
+    return (patterns, ids, *_searched_regions(adata, ids, region_key, ontology, level))
+
+
+def _searched_regions(adata, ids, region_key, ontology, level):
+    """Return every voxel's region as searched (its ancestor at ``level``), the regions searched and the ontology."""
     ontology = _resolve_ontology(ontology)
     if level is not None:
         if ontology is None:
@@ -265,7 +296,14 @@ def link_regions(
         missing = [int(i) for i in region_ids if int(i) not in ontology.df.index]
         if missing:
             raise KeyError(f"{len(missing)} region ids are not in the ontology, e.g. {missing[:8]}.")
+    return linked, region_ids, ontology
 
+
+def _search(
+    adata, patterns, linked, region_ids, names, *, metric, dice_threshold, max_regions, max_candidates, beam_width
+):
+    """Score every pattern against every contiguous set of up to ``max_regions`` regions."""
+    shape, mask, _ = grid(adata)
     # Label volume of the regions searched; outside the mask and id 0 are background.
     volume = np.zeros(shape, dtype=np.int64)
     volume[mask] = linked
@@ -276,7 +314,7 @@ def link_regions(
     result = search_regions(
         scorer, edges, max_regions=max_regions, max_candidates=max_candidates, beam_width=beam_width
     )
-    _warn_undefined_scores(scorer, result, region_ids)
+    _warn_undefined_scores(scorer, result, region_ids, names)
     logg.info(
         f"link_regions: {region_ids.size} regions, {len(edges)} contiguous pairs, "
         + ", ".join(
@@ -284,9 +322,14 @@ def link_regions(
             for s, (n, m) in enumerate(zip(result.n_candidates, result.search, strict=True))
         )
     )
+    return scorer, result, edges_ids
 
-    n_patterns = patterns.shape[1]
-    names = [f"PP{k + 1}" for k in range(n_patterns)]
+
+def _link_entries(
+    adata, ids, linked, region_ids, scorer, result, edges_ids, ontology, level, names, max_regions
+) -> dict:
+    """Return the tables of the ``.uns`` record of :func:`link_regions` (all but ``params``)."""
+    n_patterns = len(names)
     columns = [str(i) for i in region_ids]
     regions = _region_table(adata, region_ids, scorer.counts, ontology, linked, level)
     acronym = regions["acronym"].to_numpy(dtype=object)
@@ -317,26 +360,14 @@ def link_regions(
     summary = {
         "n_voxels": int(adata.n_obs),
         "n_regions": int(region_ids.size),
-        "n_adjacent_pairs": int(len(edges)),
+        "n_adjacent_pairs": int(len(edges_ids)),
     }
     if max_regions >= 2:
         summary["n_contiguous_pairs"] = int(result.n_candidates[1])
     if max_regions >= 3 and result.search[2] == "exact":
         summary["n_contiguous_triples"] = int(result.n_candidates[2])
     obs_ids, first = np.unique(ids, return_index=True)
-    params = {
-        "key": key,
-        "region_key": region_key,
-        "max_regions": int(max_regions),
-        "metric": metric,
-        "dice_threshold": float(dice_threshold),
-        "max_candidates": int(max_candidates) if max_candidates is not None else -1,
-        "beam_width": int(beam_width),
-        "ontology": ontology is not None,
-    }
-    if level is not None:
-        params["level"] = level if isinstance(level, str) else int(level)
-    uns = {
+    return {
         "correlation": pd.DataFrame(result.region_scores, index=names, columns=columns),
         "regions": regions,
         "best": best,
@@ -351,8 +382,4 @@ def link_regions(
         ),
         "summary": summary,
         "region_map": pd.DataFrame({"region_id": obs_ids, "linked_id": linked[first]}).astype(np.int64),
-        "params": params,
     }
-    target = adata.copy() if copy else adata
-    _save_results(target, [("uns", key_added, uns)], start)
-    return target if copy else None

@@ -24,9 +24,10 @@ from spatialfactors._validation import (
     _get_region_ids,
     _save_results,
 )
+from spatialfactors.get import _resolve_ontology, _select_factors, factor_names
 from spatialfactors.models.genes import region_auc as _region_auc_engine
-from spatialfactors.tl._link_regions import _resolve_ontology
-from spatialfactors.tl._pattern_genes import _pattern_index, _pattern_names
+
+from ._record import _record, _renamed
 
 
 def _region_mask(adata: AnnData, region: int | str, region_key: str, ontology) -> tuple[np.ndarray, dict]:
@@ -69,11 +70,23 @@ def _region_mask(adata: AnnData, region: int | str, region_key: str, ontology) -
     return mask, info
 
 
+def _chosen(factors, names: list[str], what: str) -> list[int]:
+    """Return the chosen patterns as 0-based indices: at least one, none repeated."""
+    if factors is None:
+        raise TypeError(f"`{what}` must name the patterns to test (0-based indices or names), e.g. `{what}=[0, 1]`.")
+    if not isinstance(factors, str) and np.ndim(factors) == 1 and len(factors) == 0:
+        raise ValueError(f"`{what}` is empty; name the patterns to test, e.g. `{what}=[0, 1, 2]`.")
+    chosen = _select_factors(factors, names, what)
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"`{what}` repeats a pattern: {list(np.atleast_1d(factors))}.")
+    return chosen
+
+
 def region_auc(
     adata: AnnData,
     *,
     region: int | str,
-    patterns: Sequence[int | str],
+    factors: Sequence[int | str] | None = None,
     key: str = "stanmf",
     region_key: str = "region_id",
     ontology=None,
@@ -84,6 +97,7 @@ def region_auc(
     table_key: str | None = None,
     key_added: str = "region_auc",
     copy: bool = False,
+    patterns: Sequence[int | str] | None = None,
 ) -> AnnData | None:
     """AUC of a set of patterns predicting a region, against random sets of the same size (Fig. 4C).
 
@@ -106,8 +120,9 @@ def region_auc(
     region
         Structure id, or acronym (resolved with ``ontology``, else matched in ``.obs['acronym']``).
         With an ontology the region includes all its descendants (voxels carry the finest ids).
-    patterns
-        The chosen patterns: 0-based indices or names ``'PP1'`` ...; fewer than K.
+    factors
+        The chosen patterns: 0-based indices or names (:func:`spatialfactors.get.factor_names`, ``'PP1'``
+        ...); fewer than K.
     key
         ``key_added`` of the factorisation.
     region_key
@@ -128,6 +143,8 @@ def region_auc(
         Key in ``.uns`` of the results.
     copy
         Return a modified copy instead of writing into ``adata``.
+    patterns
+        Deprecated name of ``factors``.
 
     Returns
     -------
@@ -145,7 +162,7 @@ def region_auc(
     >>> rng = np.random.default_rng(0)
     >>> d = rng.random((400, 6))
     >>> adata = ad.AnnData(obs={"region_id": np.where(d[:, 0] + d[:, 1] > 1.2, 5, 7)}, obsm={"X_stanmf": d})
-    >>> sf.tl.region_auc(adata, region=5, patterns=[0, 1], n_random=50)
+    >>> sf.tl.region_auc(adata, region=5, factors=[0, 1], n_random=50)
     >>> res = adata.uns["region_auc"]
     >>> bool(res["auc"] > 0.99), bool(res["auc"] > res["median_null"]), res["percentile"]
     (True, True, 100.0)
@@ -154,21 +171,13 @@ def region_auc(
     adata = _extract_adata(adata, table_key)
     d = _get_patterns(adata, key)
     n_patterns = d.shape[1]
-    if isinstance(patterns, str | int | np.integer):
-        patterns = [patterns]
-    if not isinstance(patterns, Sequence | np.ndarray | pd.Index):
-        raise TypeError(
-            f"`patterns` must name the patterns to test (indices or 'PP<k>' names), e.g. `patterns=[0, 1]`; "
-            f"got {patterns!r}."
-        )
-    chosen = [_pattern_index(p, n_patterns, "patterns") for p in patterns]
-    if not chosen:
-        raise ValueError("`patterns` is empty; name the patterns to test, e.g. `patterns=[0, 1, 2]`.")
-    if len(set(chosen)) != len(chosen):
-        raise ValueError(f"`patterns` repeats a pattern: {list(patterns)}.")
+    what = "factors" if patterns is None else "patterns"
+    factors = _renamed("patterns", "factors", patterns, factors, where="sf.tl.region_auc")
+    names = np.asarray(factor_names(adata, key), dtype=object)
+    chosen = _chosen(factors, list(names), what)
     if len(chosen) >= n_patterns:
         raise ValueError(
-            f"`patterns` has {len(chosen)} of the {n_patterns} patterns; random subsets of the same size would "
+            f"`{what}` has {len(chosen)} of the {n_patterns} patterns; random subsets of the same size would "
             "all be the same set. Choose fewer patterns."
         )
     _assert_int_range("n_random", n_random, 1)
@@ -194,32 +203,34 @@ def region_auc(
         res = _region_auc_engine(
             d, mask, chosen, n_random=n_random, cv=cv, C=C, random_state=random_state, progress=bar.update
         )
-    names = np.asarray(_pattern_names(n_patterns), dtype=object)
     logg.info(
         f"region_auc: AUC {res.auc:.3f} for {'+'.join(names[chosen])}, median of {n_random} random sets "
         f"{np.median(res.null_auc):.3f} (percentile {res.percentile:.1f})"
     )
-    uns = {
-        "auc": res.auc,
-        "null": pd.DataFrame({"patterns": ["+".join(names[s]) for s in res.null_subsets], "auc": res.null_auc}),
-        "median_null": float(np.median(res.null_auc)),
-        "percentile": res.percentile,
-        "p_value": res.p_value,
-        "coefficients": pd.DataFrame({"coef": res.coef}, index=list(names[chosen])),
-        "intercept": res.intercept,
-        "region": info,
-        "params": {
+    uns = _record(
+        "region_auc",
+        {
+            "auc": res.auc,
+            "null": pd.DataFrame({"patterns": ["+".join(names[s]) for s in res.null_subsets], "auc": res.null_auc}),
+            "median_null": float(np.median(res.null_auc)),
+            "percentile": res.percentile,
+            "p_value": res.p_value,
+            "coefficients": pd.DataFrame({"coef": res.coef}, index=list(names[chosen])),
+            "intercept": res.intercept,
+            "region": info,
+        },
+        {
             "key": key,
             "region": region if isinstance(region, str) else int(region),
             "patterns": list(names[chosen]),
             "region_key": region_key,
             "ontology": ontology is not None,
             "n_random": int(n_random),
-            "cv": int(cv) if cv is not None else 0,
+            "cv": cv,
             "C": float(C),
             "random_state": int(random_state),
         },
-    }
+    )
     target = adata.copy() if copy else adata
     _save_results(target, [("uns", key_added, uns)], start)
     return target if copy else None

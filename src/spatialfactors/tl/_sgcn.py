@@ -20,6 +20,8 @@ from spatialfactors._validation import (
     _save_results,
     _warn_undefined,
 )
+from spatialfactors.get import _factorisation, _select_factors, factor_names
+from spatialfactors.get._tables import _sgcn_graph
 from spatialfactors.models.genes import (
     assign_patterns,
     dictionary_moments,
@@ -29,7 +31,8 @@ from spatialfactors.models.genes import (
     reconstruction_correlation,
     top_edges,
 )
-from spatialfactors.tl._pattern_genes import _factorisation, _pattern_index, _pattern_names
+
+from ._record import _moved, _record, _renamed
 
 
 def sgcn(
@@ -38,10 +41,11 @@ def sgcn(
     key: str = "stanmf",
     top_fraction: float = 0.0025,
     edge_quantile: float = 0.95,
-    patterns: Sequence[int | str] | None = None,
+    factors: int | str | Sequence[int | str] | None = None,
     table_key: str | None = None,
     key_added: str = "sgcn",
     copy: bool = False,
+    patterns: Sequence[int | str] | None = None,
 ) -> AnnData | None:
     """Build the spatial gene co-expression network (sGCN) of every pattern (Fig. 6).
 
@@ -76,14 +80,17 @@ def sgcn(
         Fraction of the genes that become nodes, in (0, 1].
     edge_quantile
         Quantile of a pattern's pairwise coefficients above which pairs are joined, in [0, 1).
-    patterns
-        Patterns (0-based indices or names ``'PP1'`` ...) to build networks for; all by default.
+    factors
+        Patterns (0-based indices or names from :func:`spatialfactors.get.factor_names`, ``'PP1'`` ...) to
+        build networks for; all by default.
     table_key
         Table of a SpatialData input.
     key_added
         Key in ``.uns`` of the results.
     copy
         Return a modified copy instead of writing into ``adata``.
+    patterns
+        Deprecated name of ``factors``.
 
     Returns
     -------
@@ -96,7 +103,8 @@ def sgcn(
     - ``summary``: per pattern ``n_nodes``, ``n_pairs``, ``n_edges`` and the ``threshold`` coefficient;
     - ``params``.
 
-    Read one network with :func:`spatialfactors.tl.sgcn_graph`.
+    Patterns are named by :func:`spatialfactors.get.factor_names` (staNMF's ``PP1`` ..., SpiceMix's
+    ``MG1`` ...). Read one network with :func:`spatialfactors.get.sgcn_graph`.
 
     Examples
     --------
@@ -108,7 +116,7 @@ def sgcn(
     >>> sf.tl.sgcn(adata, top_fraction=0.025)
     >>> adata.uns["sgcn"]["summary"][["n_nodes", "n_pairs", "n_edges"]].iloc[0].tolist()
     [10, 45, 3]
-    >>> graph = sf.tl.sgcn_graph(adata, "PP1")
+    >>> graph = sf.get.sgcn_graph(adata, "PP1")
     >>> graph.number_of_nodes(), graph.number_of_edges()
     (10, 3)
     """
@@ -123,14 +131,10 @@ def sgcn(
     _assert_copy(adata, copy)
     _assert_result_key(adata, key_added, factorisation=False, tool="sf.tl.sgcn")
     n_patterns = loadings.shape[1]
-    if isinstance(patterns, str | int | np.integer):
-        patterns = [patterns]
-    chosen = (
-        list(range(n_patterns)) if patterns is None else [_pattern_index(p, n_patterns, "patterns") for p in patterns]
-    )
-    if not chosen:
-        raise ValueError("`patterns` is empty; pass None for all patterns.")
-    chosen = list(dict.fromkeys(chosen))
+    names = factor_names(adata, key)
+    what = "factors" if patterns is None else "patterns"
+    factors = _renamed("patterns", "factors", patterns, factors, where="sf.tl.sgcn")
+    chosen = list(dict.fromkeys(_select_factors(factors, names, what)))
     if not adata.var_names.is_unique:
         raise ValueError("Gene names must be unique to name network nodes; run `adata.var_names_make_unique()`.")
     importance = importance_scores(loadings)
@@ -145,10 +149,53 @@ def sgcn(
         f"Networks of {n_nodes} genes",
         "use a smaller `top_fraction` (the paper: 0.0025)",
     )
+    node_frames, edge_frames, summary, constant = _networks(
+        dictionary,
+        loadings,
+        importance,
+        chosen,
+        names,
+        np.asarray(adata.var_names, dtype=object),
+        n_nodes,
+        edge_quantile,
+    )
+    summary_df = pd.DataFrame(summary, index=[names[k] for k in chosen])
+    if constant:
+        _warn_undefined(
+            f"The correlation of {len(constant)} node(s) with the others (e.g. {constant[:3]})",
+            "their reconstructed images are constant over the obs; they get no edges",
+            None,
+        )
+    logg.info(
+        f"sgcn: {n_nodes} nodes per pattern, {int(summary_df['n_edges'].sum())} edges over {len(chosen)} patterns"
+    )
+    uns = _record(
+        "sgcn",
+        {
+            "nodes": pd.concat(node_frames, ignore_index=True).astype({"pattern": str, "gene": str, "assigned": str}),
+            "edges": pd.concat(edge_frames, ignore_index=True).astype({"pattern": str, "gene1": str, "gene2": str}),
+            "summary": summary_df,
+        },
+        {
+            "key": key,
+            "loadings_key": loadings_key,
+            "top_fraction": float(top_fraction),
+            "edge_quantile": float(edge_quantile),
+            "n_nodes": int(n_nodes),
+            "n_patterns": int(n_patterns),
+            "patterns": [names[k] for k in chosen],
+            "factor_names": names,
+        },
+    )
+    target = adata.copy() if copy else adata
+    _save_results(target, [("uns", key_added, uns)], start)
+    return target if copy else None
+
+
+def _networks(dictionary, loadings, importance, chosen, names, genes, n_nodes, edge_quantile):
+    """Build the network of every chosen pattern: node and edge tables, a summary row, and constant nodes."""
     gram, col_sums, n_obs = dictionary_moments(dictionary)
     assigned = assign_patterns(loadings)
-    names = _pattern_names(n_patterns)
-    genes = np.asarray(adata.var_names, dtype=object)
     node_frames, edge_frames, summary, constant = [], [], [], []
     for k in chosen:
         nodes = rank_genes(importance, loadings, k)[:n_nodes]
@@ -182,37 +229,11 @@ def sgcn(
                 "threshold": threshold,
             }
         )
-    summary_df = pd.DataFrame(summary, index=[names[k] for k in chosen])
-    if constant:
-        _warn_undefined(
-            f"The correlation of {len(constant)} node(s) with the others (e.g. {constant[:3]})",
-            "their reconstructed images are constant over the obs; they get no edges",
-            None,
-        )
-    logg.info(
-        f"sgcn: {n_nodes} nodes per pattern, {int(summary_df['n_edges'].sum())} edges over {len(chosen)} patterns"
-    )
-    uns = {
-        "nodes": pd.concat(node_frames, ignore_index=True).astype({"pattern": str, "gene": str, "assigned": str}),
-        "edges": pd.concat(edge_frames, ignore_index=True).astype({"pattern": str, "gene1": str, "gene2": str}),
-        "summary": summary_df,
-        "params": {
-            "key": key,
-            "loadings_key": loadings_key,
-            "top_fraction": float(top_fraction),
-            "edge_quantile": float(edge_quantile),
-            "n_nodes": int(n_nodes),
-            "n_patterns": int(n_patterns),
-            "patterns": [names[k] for k in chosen],
-        },
-    }
-    target = adata.copy() if copy else adata
-    _save_results(target, [("uns", key_added, uns)], start)
-    return target if copy else None
+    return node_frames, edge_frames, summary, constant
 
 
 def sgcn_graph(adata: AnnData, pattern: int | str, *, key: str = "sgcn", table_key: str | None = None):
-    """Return the sGCN of one pattern as a :class:`networkx.Graph`.
+    """Return the sGCN of one pattern (deprecated: use :func:`spatialfactors.get.sgcn_graph`).
 
     Parameters
     ----------
@@ -227,8 +248,7 @@ def sgcn_graph(adata: AnnData, pattern: int | str, *, key: str = "sgcn", table_k
 
     Returns
     -------
-    Undirected graph whose nodes are genes, in rank order, with attributes ``rank``,
-    ``selectivity``, ``coefficient`` and ``assigned``, and whose edges carry ``pcc``.
+    What :func:`spatialfactors.get.sgcn_graph` returns.
 
     Examples
     --------
@@ -238,34 +258,8 @@ def sgcn_graph(adata: AnnData, pattern: int | str, *, key: str = "sgcn", table_k
     >>> adata = ad.AnnData(np.zeros((50, 200)), obsm={"X_stanmf": rng.random((50, 2))})
     >>> adata.varm["stanmf_loadings"] = rng.random((200, 2))
     >>> sf.tl.sgcn(adata, top_fraction=0.05)
-    >>> graph = sf.tl.sgcn_graph(adata, 0)
-    >>> top = adata.uns["sgcn"]["nodes"]["gene"].iloc[0]  # the most selective gene of PP1
-    >>> graph.number_of_nodes(), graph.nodes[top]["rank"], sorted(graph.nodes[top])
-    (10, 1, ['assigned', 'coefficient', 'rank', 'selectivity'])
+    >>> sf.get.sgcn_graph(adata, 0).number_of_nodes()  # instead of sf.tl.sgcn_graph
+    10
     """
-    import networkx as nx
-
-    adata = _extract_adata(adata, table_key)
-    _assert_str("key", key)
-    result = adata.uns.get(key)
-    if not isinstance(result, dict) or "edges" not in result or "nodes" not in result:
-        raise KeyError(f"No sGCN result under key {key!r}; run `sf.tl.sgcn(adata, key_added={key!r})` first.")
-    result = adata.uns[key]
-    nodes, edges = result["nodes"], result["edges"]
-    built = [str(p) for p in result["params"]["patterns"]]
-    n_patterns = int(result["params"]["n_patterns"])
-    name = _pattern_names(n_patterns)[_pattern_index(pattern, n_patterns)]
-    if name not in built:
-        raise ValueError(f"No network for pattern {pattern!r} under key {key!r}; networks exist for {built}.")
-    graph = nx.Graph(pattern=name)
-    for row in nodes[nodes["pattern"] == name].itertuples(index=False):
-        graph.add_node(
-            str(row.gene),
-            rank=int(row.rank),
-            selectivity=float(row.selectivity),
-            coefficient=float(row.coefficient),
-            assigned=str(row.assigned),
-        )
-    for row in edges[edges["pattern"] == name].itertuples(index=False):
-        graph.add_edge(str(row.gene1), str(row.gene2), pcc=float(row.pcc))
-    return graph
+    _moved("sgcn_graph")
+    return _sgcn_graph(adata, pattern, key=key, table_key=table_key, what="pattern")

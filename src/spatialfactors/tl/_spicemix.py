@@ -37,9 +37,12 @@ from spatialfactors._validation import (
     _matrix_label,
     _save_results,
 )
+from spatialfactors.get import _default_names
 from spatialfactors.models.hmrf import PRIORS, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
 from spatialfactors.models.stability import METRICS, instability_bytes
 from spatialfactors.models.stanmf import REPLICATE_OVERHEAD, bootstrap_bytes
+
+from ._record import _record
 
 
 def spicemix(
@@ -174,7 +177,9 @@ def spicemix(
       ``max_proportion`` (a fit degenerating shows as the first falling and the second rising
       towards 1; a warning is logged below K/2 metagenes), ``affinity_norm``, seconds), ``scale`` (per field of
       view with cells; unused categories of ``library_key`` are left out), ``k``, ``n_iter``, ``instability``
-      (for a range of K), ``loadings_key`` (``'{key_added}_metagenes'``) and ``params``.
+      (for a range of K), ``factor_names`` (``MG1`` ... ``MGK``, see :func:`spatialfactors.get.factor_names`),
+      ``tool``, ``loadings_key`` (``'{key_added}_metagenes'``) and ``params`` (``None`` values left out;
+      read them with :func:`spatialfactors.get.params`).
 
     A result under ``key_added`` replaces every slot of an earlier factorisation under that key (also
     staNMF's ``.varm['{key_added}_loadings']``), so nothing stale stays beside it.
@@ -192,6 +197,68 @@ def spicemix(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     x = _get_matrix(adata, layer)
+    ks, sweep = _check(
+        adata, n_factors, n_replicates=n_replicates, metric=metric, lambda_sigma=lambda_sigma, lambda_x=lambda_x,
+        max_iter=max_iter, init_iter=init_iter, tol=tol, affinity_optimizer=affinity_optimizer,
+        neutral_affinity=neutral_affinity, prior_from=prior_from, rescale=rescale, random_state=random_state,
+        solver=solver, dtype=dtype, n_jobs=n_jobs, key_added=key_added, copy=copy,
+    )  # fmt: skip
+    device = _assert_device(device)
+    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.spicemix")
+    _assert_nonnegative_finite(x, _matrix_label(layer, "The expression values"), _fix_dtype_hint(layer))
+    if library_key is not None:
+        _assert_categorical(adata, library_key)
+    init_labels = _init_labels(adata, init_key, ks, sweep) if init_key is not None else None
+    graph, libraries, groups = _graph(adata, connectivity_key, library_key, max_distance)
+    _assert_fits(adata, x, ks, sweep, n_replicates=n_replicates, n_jobs=n_jobs)
+    # Sparse data stay sparse: the engine needs only y @ M, y^T X and ||y||^2.
+    y = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
+    fit_kwargs = {
+        "lambda_x": lambda_x, "lambda_sigma": lambda_sigma, "max_iter": max_iter, "tol": tol, "init_iter": init_iter,
+        "affinity_optimizer": affinity_optimizer, "neutral_affinity": neutral_affinity, "prior_from": prior_from,
+        "rescale": rescale, "solver": solver, "dtype": dtype, "device": device,
+    }  # fmt: skip
+    table, k_best = None, int(ks[0])
+    if sweep:
+        table, k_best = _choose_k(
+            y, graph, ks, n_replicates=n_replicates, groups=groups, metric=metric, random_state=random_state,
+            n_jobs=n_jobs, **fit_kwargs,
+        )  # fmt: skip
+    with tqdm(total=max_iter, desc="SpiceMix iterations", disable=settings.verbosity == 0) as bar:
+        res = fit_hmrf(
+            y,
+            graph,
+            k_best,
+            groups=groups,
+            random_state=random_state,
+            init_labels=init_labels,
+            callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
+            **fit_kwargs,
+        )
+    _warn_degenerate(res.history, k_best)
+    params = {
+        "n_factors": [int(k) for k in ks], "connectivity_key": connectivity_key, "library_key": library_key,
+        "max_distance": max_distance, "layer": layer, "lambda_sigma": float(lambda_sigma),
+        "lambda_x": float(lambda_x), "max_iter": max_iter, "tol": tol, "init_iter": init_iter, "init_key": init_key,
+        "affinity_optimizer": affinity_optimizer, "neutral_affinity": neutral_affinity, "prior_from": prior_from,
+        "n_replicates": n_replicates if sweep else None, "metric": metric, "rescale": rescale,
+        "random_state": random_state, "solver": solver, "dtype": dtype,
+    }  # fmt: skip
+    target = adata.copy() if copy else adata
+    writes = [
+        ("obsm", f"X_{key_added}", res.X),
+        ("varm", f"{key_added}_metagenes", res.M),
+        ("uns", key_added, _spicemix_record(res, k_best, key_added, libraries, table, params)),
+    ]
+    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
+    return target if copy else None
+
+
+def _check(
+    adata, n_factors, *, n_replicates, metric, lambda_sigma, lambda_x, max_iter, init_iter, tol, affinity_optimizer,
+    neutral_affinity, prior_from, rescale, random_state, solver, dtype, n_jobs, key_added, copy,
+) -> tuple[list[int], bool]:  # fmt: skip
+    """Check the parameters of :func:`spicemix`; return the values of K and whether they are a sweep."""
     sweep = not _is_int(n_factors)
     ks = _int_list("n_factors", n_factors, 2, min(adata.n_vars, adata.n_obs))
     if sweep:
@@ -213,14 +280,11 @@ def spicemix(
     _assert_n_jobs(n_jobs)
     _assert_str("key_added", key_added)
     _assert_copy(adata, copy)
-    device = _assert_device(device)
-    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.spicemix")
-    _assert_nonnegative_finite(x, _matrix_label(layer, "The expression values"), _fix_dtype_hint(layer))
-    if library_key is not None:
-        _assert_categorical(adata, library_key)
-    init_labels = None
-    if init_key is not None:
-        init_labels = _init_labels(adata, init_key, ks, sweep)
+    return ks, sweep
+
+
+def _graph(adata, connectivity_key, library_key, max_distance) -> tuple[sp.csr_matrix, list[str], np.ndarray | None]:
+    """Return the checked spatial graph, the fields of view with cells and every cell's field of view."""
     graph = _get_graph(adata, connectivity_key, library_key, max_distance=max_distance)
     isolated = int((np.diff(graph.indptr) == 0).sum())
     if isolated:
@@ -232,6 +296,11 @@ def spicemix(
         else ["all"]
     )
     groups = adata.obs[library_key].cat.codes.to_numpy() if library_key is not None else None
+    return graph, libraries, groups
+
+
+def _assert_fits(adata, x, ks, sweep, *, n_replicates, n_jobs) -> None:
+    """Fail before fitting when the fit (and the sweep's replicates) would not fit in memory."""
     n_workers = (os.cpu_count() or 1) if n_jobs is None or n_jobs < 0 else n_jobs
     n_bytes = fit_bytes(
         adata.n_obs,
@@ -251,96 +320,32 @@ def spicemix(
         "subset the genes first (e.g. `sc.pp.highly_variable_genes(adata, subset=True)`) or the cells"
         + (", or use fewer `n_replicates`" if sweep else ""),
     )
-    # Sparse data stay sparse: the engine needs only y @ M, y^T X and ||y||^2.
-    y = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
 
-    fit_kwargs = {
-        "lambda_x": lambda_x,
-        "lambda_sigma": lambda_sigma,
-        "max_iter": max_iter,
-        "tol": tol,
-        "init_iter": init_iter,
-        "affinity_optimizer": affinity_optimizer,
-        "neutral_affinity": neutral_affinity,
-        "prior_from": prior_from,
-        "rescale": rescale,
-        "solver": solver,
-        "dtype": dtype,
-        "device": device,
-    }
-    table = None
-    if sweep:
-        with tqdm(total=len(ks) * n_replicates, desc="SpiceMix replicates", disable=settings.verbosity == 0) as bar:
-            table = hmrf_stability(
-                y,
-                graph,
-                ks,
-                n_replicates=n_replicates,
-                groups=groups,
-                metric=metric,
-                random_state=random_state,
-                n_jobs=n_jobs,
-                progress=bar.update,
-                **fit_kwargs,
-            )
-        k_best = int(table["K"].to_numpy()[np.argmin(table["mean"].to_numpy())])
-        logg.info(f"SpiceMix: K* = {k_best} (instability {table['mean'].min():.4f})")
-    else:
-        k_best = int(ks[0])
 
-    with tqdm(total=max_iter, desc="SpiceMix iterations", disable=settings.verbosity == 0) as bar:
-        res = fit_hmrf(
-            y,
-            graph,
-            k_best,
-            groups=groups,
-            random_state=random_state,
-            init_labels=init_labels,
-            callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
-            **fit_kwargs,
-        )
-    _warn_degenerate(res.history, k_best)
-    uns = {
+def _choose_k(y, graph, ks, *, n_replicates, **kwargs) -> tuple:
+    """Choose K by stability: return the instability table and K*."""
+    with tqdm(total=len(ks) * n_replicates, desc="SpiceMix replicates", disable=settings.verbosity == 0) as bar:
+        table = hmrf_stability(y, graph, ks, n_replicates=n_replicates, progress=bar.update, **kwargs)
+    k_best = int(table["K"].to_numpy()[np.argmin(table["mean"].to_numpy())])
+    logg.info(f"SpiceMix: K* = {k_best} (instability {table['mean'].min():.4f})")
+    return table, k_best
+
+
+def _spicemix_record(res, k_best: int, key_added: str, libraries: list, table, params: dict) -> dict:
+    """Return the ``.uns`` record of a SpiceMix run: results, factor names, loadings key, parameters."""
+    entries = {
         "k": k_best,
+        "factor_names": _default_names("spicemix", k_best),
         "loadings_key": f"{key_added}_metagenes",
         "affinity": res.affinity,
         "sigma_y": float(res.sigma_y),
         "history": res.history,
         "n_iter": int(res.n_iter),
         "scale": dict(zip([str(lib) for lib in libraries], res.scale.tolist(), strict=True)),
-        "params": {
-            "n_factors": [int(k) for k in ks],
-            "connectivity_key": connectivity_key,
-            "library_key": library_key if library_key is not None else "",
-            "max_distance": float(max_distance) if max_distance is not None else 0.0,
-            "layer": layer if layer is not None else "X",
-            "lambda_sigma": float(lambda_sigma),
-            "lambda_x": float(lambda_x),
-            "max_iter": int(max_iter),
-            "tol": float(tol) if tol is not None else 0.0,
-            "init_iter": int(init_iter),
-            "init_key": init_key if init_key is not None else "",
-            "affinity_optimizer": affinity_optimizer,
-            "neutral_affinity": bool(neutral_affinity),
-            "prior_from": prior_from,
-            "n_replicates": int(n_replicates) if sweep else 0,
-            "metric": metric,
-            "rescale": bool(rescale),
-            "random_state": int(random_state),
-            "solver": solver,
-            "dtype": dtype,
-        },
     }
     if table is not None:
-        uns["instability"] = table
-    target = adata.copy() if copy else adata
-    writes = [
-        ("obsm", f"X_{key_added}", res.X),
-        ("varm", f"{key_added}_metagenes", res.M),
-        ("uns", key_added, uns),
-    ]
-    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
-    return target if copy else None
+        entries["instability"] = table
+    return _record("spicemix", entries, params)
 
 
 def _init_labels(adata: AnnData, init_key: str, ks: list[int], sweep: bool) -> np.ndarray:

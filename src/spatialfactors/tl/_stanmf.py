@@ -38,12 +38,15 @@ from spatialfactors._validation import (
     _save_results,
     _warn_undefined,
 )
+from spatialfactors.get import _default_names
 from spatialfactors.models._operator import DataOperator
 from spatialfactors.models.nmf import nmf, scale_exponent
 from spatialfactors.models.pca import pca_dictionaries, pca_reconstruction_pcc
 from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
 from spatialfactors.models.stanmf import stability_sweep, sweep_bytes
+
+from ._record import _record, _renamed
 
 
 def _morans_i(adata: AnnData, graph: sp.csr_matrix, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -76,7 +79,7 @@ def _morans_i(adata: AnnData, graph: sp.csr_matrix, dictionaries: dict[str, np.n
             _warn_undefined(
                 f"Moran's I of {method} pattern(s) {constant.tolist()}",
                 "the pattern is constant over the obs (it has no spatial variation)",
-                "fewer `n_components` may avoid empty patterns",
+                "fewer `n_factors` may avoid empty patterns",
             )
     return pd.concat(frames, ignore_index=True).sort_values(["method", "pattern"], ignore_index=True)
 
@@ -107,9 +110,13 @@ def _moran_graph(adata: AnnData, connectivity_key: str) -> sp.csr_matrix | None:
     return graph
 
 
+#: Values of K swept by default (the paper's range).
+_DEFAULT_K = range(8, 31)
+
+
 def stanmf(
     adata: AnnData,
-    n_components: int | Sequence[int] = range(8, 31),
+    n_factors: int | Sequence[int] = _DEFAULT_K,
     *,
     n_replicates: int = 100,
     metric: Literal["hungarian", "amari"] = "hungarian",
@@ -128,6 +135,7 @@ def stanmf(
     table_key: str | None = None,
     key_added: str = "stanmf",
     copy: bool = False,
+    n_components: int | Sequence[int] | None = None,
 ) -> AnnData | None:
     """Stability-driven NMF (staNMF): choose K by bootstrap instability and factorise.
 
@@ -146,7 +154,7 @@ def stanmf(
     ----------
     adata
         Annotated data (or a SpatialData with ``table_key``); non-negative, no NaN.
-    n_components
+    n_factors
         Values of K to sweep, or one integer to fit that K without a sweep.
     n_replicates
         Bootstrap replicates per K (at least 2).
@@ -190,6 +198,8 @@ def stanmf(
         Prefix of the outputs.
     copy
         Return a modified copy instead of writing into ``adata``.
+    n_components
+        Deprecated name of ``n_factors``.
 
     Returns
     -------
@@ -202,8 +212,10 @@ def stanmf(
       n_replicates), ``k`` (K*), ``genes`` (per gene: ``reconstruction_pcc``,
       ``n_patterns`` with a non-zero coefficient, and ``pca_reconstruction_pcc``),
       ``morans_i`` (when the graph exists; NaN with a warning for a constant pattern),
-      ``compression_error``, ``loadings_key`` (``'{key_added}_loadings'``: the loadings of this run, as
-      :func:`spatialfactors.tl.pattern_genes` reads them) and ``params``.
+      ``compression_error``, ``factor_names`` (``PP1`` ... ``PPK*``, see
+      :func:`spatialfactors.get.factor_names`), ``tool``, ``loadings_key`` (``'{key_added}_loadings'``:
+      the loadings of this run, as :func:`spatialfactors.tl.pattern_genes` reads them) and ``params``
+      (``None`` values left out; read them with :func:`spatialfactors.get.params`).
 
     A result under ``key_added`` replaces every slot of an earlier factorisation under that key (also
     SpiceMix's ``.varm['{key_added}_metagenes']``), so nothing stale stays beside it. NMF is
@@ -214,19 +226,64 @@ def stanmf(
     --------
     >>> import spatialfactors as sf
     >>> adata = sf.datasets.simulate_cortex(n_fovs=1, n_cells=300)
-    >>> sf.tl.stanmf(adata, n_components=range(6, 9), n_replicates=5)
+    >>> sf.tl.stanmf(adata, n_factors=range(6, 9), n_replicates=5)
     >>> adata.obsm["X_stanmf"].shape[0], adata.uns["stanmf"]["k"] in (6, 7, 8)
     (300, True)
     """
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
+    name = "n_factors" if n_components is None else "n_components"
+    n_factors = _renamed("n_components", "n_factors", n_components, n_factors, default=_DEFAULT_K, where="sf.tl.stanmf")
     x = _get_matrix(adata, layer)
+    ks, sweep = _check(
+        adata, x, n_factors, name, n_replicates=n_replicates, metric=metric, pca=pca, init=init, tol=tol,
+        max_iter=max_iter, compress=compress, dtype=dtype, batch_size=batch_size, random_state=random_state,
+        n_jobs=n_jobs, connectivity_key=connectivity_key, key_added=key_added, copy=copy,
+    )  # fmt: skip
+    device = _assert_device(device)
+    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.stanmf")
+    _assert_nonnegative_finite(x, _matrix_label(layer), _fix_dtype_hint(layer))
+    _assert_no_empty_lines(x)
+    graph = _moran_graph(adata, connectivity_key) if connectivity_key in adata.obsp else None
+    x, exponent, max_value = _scaled(
+        adata, x, ks, sweep, n_replicates=n_replicates, pca=pca, compress=compress, dtype=dtype, batch_size=batch_size
+    )
+    table, compression_error, k_best = None, None, ks[0]
+    if sweep:
+        table, compression_error, k_best = _sweep(
+            x, ks, n_replicates=n_replicates, metric=metric, pca=pca, random_state=random_state, init=init, tol=tol,
+            max_iter=max_iter, compress=compress, dtype=dtype, device=device, batch_size=batch_size, n_jobs=n_jobs,
+        )  # fmt: skip
+    w, h, uns = _final_fit(
+        adata, x, k_best, init=init, tol=tol, max_iter=max_iter, dtype=dtype, device=device, pca=pca, graph=graph,
+        exponent=exponent, max_value=max_value,
+    )  # fmt: skip
+    params = {
+        "n_factors": ks, "n_replicates": n_replicates if sweep else None, "metric": metric, "layer": layer,
+        "pca": pca, "init": init, "tol": float(tol), "max_iter": max_iter, "compress": compress, "dtype": dtype,
+        "batch_size": batch_size, "connectivity_key": connectivity_key, "random_state": random_state,
+    }  # fmt: skip
+    uns = _stanmf_record(uns, key_added, params, table=table, compression_error=compression_error)
+    target = adata.copy() if copy else adata
+    writes = [("obsm", f"X_{key_added}", w), ("varm", f"{key_added}_loadings", h.T.copy())]
+    if pca:
+        writes.append(("obsm", f"X_{key_added}_pca", uns.pop("_pca")))
+    writes.append(("uns", key_added, uns))
+    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
+    return target if copy else None
+
+
+def _check(
+    adata, x, n_factors, name, *, n_replicates, metric, pca, init, tol, max_iter, compress, dtype, batch_size,
+    random_state, n_jobs, connectivity_key, key_added, copy,
+) -> tuple[list[int], bool]:  # fmt: skip
+    """Check the parameters of :func:`stanmf`; return the values of K and whether they are a sweep."""
     if adata.n_obs < 2:
         raise ValueError(
             f"staNMF needs at least 2 obs (patterns over obs), `adata` has {adata.n_obs}; check the subsetting."
         )
-    sweep = not _is_int(n_components)
-    ks = _int_list("n_components", n_components, 1, min(adata.shape))
+    sweep = not _is_int(n_factors)
+    ks = _int_list(name, n_factors, 1, min(adata.shape))
     if sweep:
         _assert_int_range("n_replicates", n_replicates, 2)
     _assert_choice("metric", metric, METRICS)
@@ -244,11 +301,16 @@ def stanmf(
     _assert_str("connectivity_key", connectivity_key)
     _assert_str("key_added", key_added)
     _assert_copy(adata, copy)
-    device = _assert_device(device)
-    _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.stanmf")
-    _assert_nonnegative_finite(x, _matrix_label(layer), _fix_dtype_hint(layer))
-    _assert_no_empty_lines(x)
-    graph = _moran_graph(adata, connectivity_key) if connectivity_key in adata.obsp else None
+    return ks, sweep
+
+
+def _scaled(adata, x, ks, sweep, *, n_replicates, pca, compress, dtype, batch_size):
+    """Check that the run fits in memory and the data in the working precision; return them in it.
+
+    NMF is scale-equivariant: data whose squares would overflow (or underflow) the working precision
+    are factorised times a power of two (exact), and each factor gets back half of it. Returns the
+    data, that exponent and the largest value.
+    """
     np_dtype = np.float32 if dtype == "float32" else np.float64
     max_value = float(abs(x).max()) if sp.issparse(x) else float(np.max(x))
     exponent = scale_exponent(max_value)
@@ -277,9 +339,6 @@ def stanmf(
         + (", fewer `n_replicates` or a smaller `batch_size`" if sweep else "")
         + ("" if sp.issparse(x) else ", or pass a sparse matrix if the data are mostly zeros"),
     )
-
-    # NMF is scale-equivariant: data whose squares would overflow (or underflow) the working precision
-    # are factorised times a power of two (exact), and each factor gets back half of it.
     if exponent:
         logg.info(f"staNMF: largest value {max_value:.3g}, factorising the data times 2**{-exponent}")
         x = x.copy() if sp.issparse(x) else np.asarray(x)
@@ -289,35 +348,25 @@ def stanmf(
             x = np.ldexp(x.astype(np.float64), -exponent)
     # One copy in the working precision; sparse stays sparse.
     x = x.astype(np_dtype) if sp.issparse(x) else np.ascontiguousarray(x, dtype=np_dtype)
+    return x, exponent, max_value
 
-    table, compression_error = None, None
-    if sweep:
-        total = len(ks) * n_replicates * (2 if pca else 1)
-        with tqdm(total=total, desc="staNMF replicates", disable=settings.verbosity == 0) as bar:
-            result = stability_sweep(
-                x,
-                ks,
-                n_replicates=n_replicates,
-                metric=metric,
-                pca=pca,
-                random_state=random_state,
-                init=init,
-                tol=tol,
-                max_iter=max_iter,
-                compress=compress,
-                dtype=dtype,
-                device=device,
-                batch_size=batch_size,
-                n_jobs=n_jobs,
-                progress=bar.update,
-            )
-        table, compression_error = result.table, result.compression_error
-        curve = table[table["method"] == "nmf"]
-        k_best = int(curve["K"].to_numpy()[np.argmin(curve["mean"].to_numpy())])
-        logg.info(f"staNMF: K* = {k_best} (instability {curve['mean'].min():.4f})")
-    else:
-        k_best = ks[0]
 
+def _sweep(x, ks, *, n_replicates, pca, **kwargs) -> tuple[pd.DataFrame, float | None, int]:
+    """Run the bootstrap sweep over K; return the instability table, the compression error and K*."""
+    total = len(ks) * n_replicates * (2 if pca else 1)
+    with tqdm(total=total, desc="staNMF replicates", disable=settings.verbosity == 0) as bar:
+        result = stability_sweep(x, ks, n_replicates=n_replicates, pca=pca, progress=bar.update, **kwargs)
+    table = result.table
+    curve = table[table["method"] == "nmf"]
+    k_best = int(curve["K"].to_numpy()[np.argmin(curve["mean"].to_numpy())])
+    logg.info(f"staNMF: K* = {k_best} (instability {curve['mean'].min():.4f})")
+    return table, result.compression_error, k_best
+
+
+def _final_fit(
+    adata, x, k_best, *, init, tol, max_iter, dtype, device, pca, graph, exponent, max_value
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Fit K* on the full data; return the patterns, the coefficients and the results per gene and pattern."""
     op = DataOperator(x, dtype=dtype, device=device)
     fit = nmf(None, k_best, init=init, tol=tol, max_iter=max_iter, operator=op)
     w, h = fit.W[0], fit.H[0]
@@ -337,38 +386,24 @@ def stanmf(
         axes, _, mean = pca_dictionaries(op, np.ones((1, adata.n_vars)), k_best)
         genes["pca_reconstruction_pcc"] = pca_reconstruction_pcc(op, axes[0], mean[0])
         dictionaries["pca"] = axes[0]
-    morans = _morans_i(adata, graph, dictionaries) if graph is not None else None
-
     uns = {
         "k": k_best,
         "genes": genes,
         "n_iter": int(fit.n_iter[0]),
         "reconstruction_err": float(np.ldexp(float(fit.reconstruction_err[0]), exponent)),
-        "loadings_key": f"{key_added}_loadings",
-        "params": {
-            "n_components": ks,
-            "n_replicates": int(n_replicates) if sweep else 0,
-            "metric": metric,
-            "layer": layer if layer is not None else "X",
-            "init": init,
-            "tol": float(tol),
-            "max_iter": int(max_iter),
-            "compress": int(compress) if compress else 0,
-            "dtype": dtype,
-            "random_state": int(random_state),
-        },
     }
-    if table is not None:
-        uns["instability"] = table
-    if compression_error is not None:
-        uns["compression_error"] = float(compression_error)
-    if morans is not None:
-        uns["morans_i"] = morans
-
-    target = adata.copy() if copy else adata
-    writes = [("obsm", f"X_{key_added}", w), ("varm", f"{key_added}_loadings", h.T.copy())]
+    if graph is not None:
+        uns["morans_i"] = _morans_i(adata, graph, dictionaries)
     if pca:
-        writes.append(("obsm", f"X_{key_added}_pca", dictionaries["pca"]))
-    writes.append(("uns", key_added, uns))
-    _save_results(target, writes, start, remove=_factorisation_slots(key_added))
-    return target if copy else None
+        uns["_pca"] = dictionaries["pca"]  # written to .obsm, not .uns
+    return w, h, uns
+
+
+def _stanmf_record(uns: dict, key_added: str, params: dict, *, table, compression_error) -> dict:
+    """Return the ``.uns`` record of a staNMF run: results, factor names, loadings key, parameters."""
+    entries = {**uns, "factor_names": _default_names("stanmf", uns["k"]), "loadings_key": f"{key_added}_loadings"}
+    if table is not None:
+        entries["instability"] = table
+    if compression_error is not None:
+        entries["compression_error"] = float(compression_error)
+    return _record("stanmf", entries, params)
