@@ -125,11 +125,11 @@ def make_voxels_fit() -> ad.AnnData:
     import spatialfactors as sf
 
     adata = make_voxels()
-    sf.tl.stanmf(adata, n_components=[2, 3], n_replicates=3, n_jobs=1, random_state=0)
+    sf.tl.stanmf(adata, n_factors=[2, 3], n_replicates=3, n_jobs=1, random_state=0)
     sf.tl.link_regions(adata, max_regions=2)
     sf.tl.pattern_genes(adata)
     sf.tl.sgcn(adata, top_fraction=0.5, edge_quantile=0.5)
-    sf.tl.region_auc(adata, region=1, patterns=[0], n_random=5)
+    sf.tl.region_auc(adata, region=1, factors=[0], n_random=5)
     return adata
 
 
@@ -234,7 +234,7 @@ def _new_axes(_):
 
 #: function -> (fixture, keyword arguments of a call that succeeds)
 VALID: dict[str, tuple[str, dict | Callable]] = {
-    "tl.stanmf": ("voxels", {"n_components": 2, "pca": False, "n_jobs": 1}),
+    "tl.stanmf": ("voxels", {"n_factors": 2, "pca": False, "n_jobs": 1}),
     "tl.spicemix": ("cells", {"n_factors": 3, "library_key": "fov", "max_iter": 1, "n_jobs": 1}),
     "tl.cluster_latent": ("cells_fit", {"n_clusters": 3}),
     "tl.spatial_domains": ("cells_fit", {"n_clusters": 3, "method": "ward"}),
@@ -650,46 +650,46 @@ CASES: list[Case] = [
     ),
     Case(
         "tl.stanmf",
-        "n_components 0",
+        "n_factors 0",
         ValueError,
-        "`n_components` must be at least 1 and at most 12, got 0",
-        kwargs={"n_components": 0},
+        "`n_factors` must be at least 1 and at most 12, got 0",
+        kwargs={"n_factors": 0},
     ),
     Case(
         "tl.stanmf",
-        "n_components above min(n_obs, n_genes)",
+        "n_factors above min(n_obs, n_genes)",
         ValueError,
         "at most 12, got 13",
-        kwargs={"n_components": 13},
+        kwargs={"n_factors": 13},
     ),
-    Case("tl.stanmf", "n_components empty", ValueError, "`n_components` is empty", kwargs={"n_components": []}),
+    Case("tl.stanmf", "n_factors empty", ValueError, "`n_factors` is empty", kwargs={"n_factors": []}),
     Case(
         "tl.stanmf",
-        "n_components a float in a list",
+        "n_factors a float in a list",
         TypeError,
-        "`n_components` must be an integer, got 2.5",
-        kwargs={"n_components": [2, 2.5]},
-    ),
-    Case(
-        "tl.stanmf",
-        "n_components a string",
-        TypeError,
-        "`n_components` must be an integer or a sequence of integers",
-        kwargs={"n_components": "5"},
+        "`n_factors` must be an integer, got 2.5",
+        kwargs={"n_factors": [2, 2.5]},
     ),
     Case(
         "tl.stanmf",
-        "n_components a bool",
+        "n_factors a string",
         TypeError,
-        "`n_components` must be an integer or a sequence",
-        kwargs={"n_components": True},
+        "`n_factors` must be an integer or a sequence of integers",
+        kwargs={"n_factors": "5"},
+    ),
+    Case(
+        "tl.stanmf",
+        "n_factors a bool",
+        TypeError,
+        "`n_factors` must be an integer or a sequence",
+        kwargs={"n_factors": True},
     ),
     Case(
         "tl.stanmf",
         "n_replicates 1 in a sweep",
         ValueError,
         "`n_replicates` must be at least 2",
-        kwargs={"n_components": [2, 3], "n_replicates": 1},
+        kwargs={"n_factors": [2, 3], "n_replicates": 1},
     ),
     Case("tl.stanmf", "unknown metric", ValueError, "`metric` must be one of", kwargs={"metric": "cosine"}),
     Case("tl.stanmf", "unknown init", ValueError, "`init` must be one of", kwargs={"init": "random"}),
@@ -2151,13 +2151,13 @@ CASES += [
     *_device_cases("tl.spicemix"),
     Case("tl.stanmf", "a million replicates", MemoryError,
          r"staNMF on 60 obs x 12 genes \(K up to 3, 1000000 replicates\) needs .* fewer `n_replicates`",
-         kwargs={"n_components": [2, 3], "n_replicates": 10**6}, memory=2**40),
+         kwargs={"n_factors": [2, 3], "n_replicates": 10**6}, memory=2**40),
     Case("tl.stanmf", "values beyond float32 factors", ValueError,
          r"The data reach 1e\+200, beyond what float32 factors can hold .* pass `dtype='float64'`", mutate=_x(1e200)),
     Case("tl.stanmf", "one obs", ValueError, r"staNMF needs at least 2 obs .* `adata` has 1",
-         kwargs={"n_components": 1}, mutate=_first_obs(1)),
-    Case("tl.stanmf", "n_components an endless range", ValueError, r"`n_components` must be at least 1 and at most 12",
-         kwargs={"n_components": range(1, 10**12)}),
+         kwargs={"n_factors": 1}, mutate=_first_obs(1)),
+    Case("tl.stanmf", "n_factors an endless range", ValueError, r"`n_factors` must be at least 1 and at most 12",
+         kwargs={"n_factors": range(1, 10**12)}),
     Case("tl.stanmf", "graph for Moran's I with a negative weight", ValueError,
          r"\(used for Moran's I\) has negative weights", mutate=_edit_graph(_negative_weight)),
     Case("tl.stanmf", "key_added of another tool's result", ValueError,
@@ -2453,6 +2453,14 @@ CASES += [
 ]  # fmt: skip
 
 VALID.update({"pl.metagene_expression": ("cells_fit", {"groupby": "cell_type", "show": False})})
+
+CASES += [
+    # ---------------------------------------------------------------- tl.stanmf: screened sweep, auto compression
+    Case("tl.stanmf", "screen 1", ValueError, "`screen` must be at least 2", kwargs={"screen": 1}),
+    Case("tl.stanmf", "screen a float", TypeError, "`screen` must be an integer", kwargs={"screen": 2.5}),
+    Case("tl.stanmf", "compress an unknown word", ValueError, "`compress` must be 'auto', None or an integer rank",
+         kwargs={"compress": "fast"}),
+]  # fmt: skip
 
 CASES += [
     # ---------------------------------------------------------------- issue 18: plots (helper B)

@@ -149,7 +149,7 @@ def test_error_inside_the_engine_leaves_adata_unchanged(func, copy, fixture_cach
     before = adata.copy()
     kwargs = cases.call_args(cases.Case(func, "late", Exception, ""), adata)
     if func == "tl.stanmf":  # through the sweep as well: fail in the final fit after it
-        kwargs.update(n_components=[2, 3], n_replicates=2)
+        kwargs.update(n_factors=[2, 3], n_replicates=2)
     calls: list = []
     _fail_late(*ENGINES[func], monkeypatch, calls)
     with pytest.raises(RuntimeError, match="failed"):
@@ -180,7 +180,7 @@ def test_error_while_writing_undoes_the_earlier_writes(fixture_cache):
 def test_copy_true_leaves_the_input_alone(fixture_cache):
     adata = _fresh("voxels", fixture_cache)
     before = adata.copy()
-    out = sf.tl.stanmf(adata, n_components=2, pca=False, n_jobs=1, copy=True)
+    out = sf.tl.stanmf(adata, n_factors=2, pca=False, n_jobs=1, copy=True)
     assert_adata_equal(before, adata)
     assert "X_stanmf" in out.obsm
 
@@ -250,7 +250,7 @@ def test_memory_guard_leaves_room_for_real_inputs(fixture_cache, monkeypatch):
     """With a realistic amount of memory the tiny fixtures pass the guard (it is not always on)."""
     monkeypatch.setenv(_validation.MEMORY_ENV, str(2**30))
     adata = _fresh("voxels", fixture_cache)
-    sf.tl.stanmf(adata, n_components=[2, 3], n_replicates=2, n_jobs=1, pca=False)
+    sf.tl.stanmf(adata, n_factors=[2, 3], n_replicates=2, n_jobs=1, pca=False)
     assert sf.io.to_volume(adata, "g0").shape == cases.GRID
 
 
@@ -273,7 +273,7 @@ def test_sparse_formats_give_the_dense_result(fmt, fixture_cache):
     sparse = dense.copy()
     sparse.X = getattr(sp, fmt)(dense.X)
     for adata in (dense, sparse):
-        sf.tl.stanmf(adata, n_components=2, pca=False, n_jobs=1, dtype="float64")
+        sf.tl.stanmf(adata, n_factors=2, pca=False, n_jobs=1, dtype="float64")
     np.testing.assert_allclose(sparse.obsm["X_stanmf"], dense.obsm["X_stanmf"], rtol=1e-6, atol=1e-9)
     cells = _fresh("cells", fixture_cache)
     sparse_cells = cells.copy()

@@ -189,7 +189,7 @@ def _parameters(fn) -> set[str]:
         return set()
 
 
-STANMF = {"n_components": range(2, 6), "n_replicates": 6, "batch_size": 4}
+STANMF = {"n_factors": range(2, 6), "n_replicates": 6, "batch_size": 4}
 
 
 @pytest.mark.parametrize(("compress", "sparse"), [(None, False), (20, False), (None, True)])
@@ -339,7 +339,7 @@ def test_spicemix_float32_agrees_with_float64(cortex):
 @pytest.fixture(scope="module")
 def factorised(grid) -> ad.AnnData:
     adata = grid.copy()
-    sf.tl.stanmf(adata, n_components=4, pca=False)
+    sf.tl.stanmf(adata, n_factors=4, pca=False)
     return adata
 
 

@@ -22,6 +22,16 @@ def _parse_components(text: str) -> int | list[int]:
         raise argparse.ArgumentTypeError(f"expected K, START:STOP or K1,K2,...; got {text!r}") from None
 
 
+def _compress_arg(text: str) -> int | str:
+    """``"auto"``, ``"none"`` or an integer rank."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or an integer rank; got {text!r}") from None
+
+
 class _UsageError(Exception):
     """A problem with the command line's arguments or files: reported in one line, without a traceback."""
 
@@ -133,7 +143,8 @@ def _stanmf(args: argparse.Namespace) -> int:
         metric=args.metric,
         layer=args.layer,
         pca=not args.no_pca,
-        compress=args.compress,
+        screen=args.screen or None,
+        compress=None if args.compress == "none" else args.compress,
         n_jobs=args.n_jobs,
         random_state=args.seed,
     )
@@ -371,7 +382,15 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--replicates", type=int, default=100, help="bootstrap replicates per K (default: 100)")
     st.add_argument("--metric", choices=["hungarian", "amari"], default="hungarian")
     st.add_argument("--layer", default=None, help="layer to factorise instead of .X")
-    st.add_argument("--compress", type=int, default=None, help="rank of the compressed sweep (default: exact)")
+    st.add_argument(
+        "--compress",
+        type=_compress_arg,
+        default="auto",
+        help="rank of the compressed sweep, 'none' (exact) or 'auto' (default: atlas-sized, near low-rank data only)",
+    )
+    st.add_argument(
+        "--screen", type=int, default=20, help="replicates of the first pass over every K (default: 20; 0: none)"
+    )
     st.add_argument("--no-pca", action="store_true", help="skip the PCA comparator")
     st.add_argument("--n-jobs", type=int, default=None, help="joblib workers (default: all cores)")
     st.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")

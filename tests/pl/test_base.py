@@ -259,11 +259,6 @@ def test_sgcn_colour_bar_has_a_readable_range(tied_network):
         assert box.x0 >= inside.x0 - 1 and box.x1 <= inside.x1 + 1
 
 
-@pytest.mark.xfail(
-    reason="needs a data-driven default node count in `sf.tl.sgcn` (issue 18): the fixed top_fraction=0.0025 "
-    "gives 3 nodes on a 1,020-gene panel",
-    strict=False,
-)
 def test_sgcn_default_network_is_readable_on_a_1k_gene_panel():
     rng = np.random.default_rng(1)
     adata = ad.AnnData(np.zeros((60, 1020)), obsm={"X_stanmf": rng.random((60, 4))})
@@ -272,7 +267,9 @@ def test_sgcn_default_network_is_readable_on_a_1k_gene_panel():
     ax = sf.pl.sgcn(adata, "PP1", show=False)
     n_nodes = len(ax.collections[0].get_offsets())
     n_edges = len(ax.collections[1].get_segments())
-    assert n_nodes >= 10 and n_edges >= n_nodes // 2
+    # at least 10 nodes (the paper's 0.25% would give 3), edges by the paper's top 5% of the pairs
+    assert n_nodes == 10 and n_edges >= 3
+    assert adata.uns["sgcn"]["params"].get("top_fraction") is None
 
 
 def test_pattern_with_genes_panels_have_colour_bars_and_visible_lows():

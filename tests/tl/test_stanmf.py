@@ -183,6 +183,8 @@ def _assert_unchanged(a, b):
         (None, {"n_factors": 2.5}, TypeError, "`n_factors` must be an integer"),
         (None, {"dtype": "float16"}, ValueError, "`dtype` must be one of"),
         (None, {"n_factors": [3, 4], "compress": 2}, ValueError, "`compress` must be at least 4"),
+        (None, {"n_factors": [3, 4], "compress": "fast"}, ValueError, "`compress` must be 'auto', None or an integer"),
+        (None, {"n_factors": [3, 4], "screen": 1}, ValueError, "`screen` must be at least 2"),
     ],
 )
 def test_bad_input_leaves_adata_unchanged(planted, mutate, kwargs, error, match):
@@ -336,3 +338,39 @@ def test_device_accepts_torch_devices(planted):
     sf.tl.stanmf(a, n_factors=3, pca=False, device="cpu")
     sf.tl.stanmf(b, n_factors=3, pca=False, device=torch.device("cpu"))
     np.testing.assert_array_equal(a.obsm["X_stanmf"], b.obsm["X_stanmf"])
+
+
+def test_screened_sweep_at_the_defaults_equals_the_full_sweep_near_the_minimum(planted):
+    # screen (default 20): every K with the first replicates, all of them for the K near the
+    # minimum, whose rows then equal the full sweep's exactly (the same resamples).
+    x, _, _, coords = planted
+    runs = {}
+    for screen in (None, 4):
+        adata = _adata(x, coords)
+        sf.tl.stanmf(adata, n_factors=range(2, 8), n_replicates=10, screen=screen, pca=False, n_jobs=1)
+        runs[screen] = adata
+    full, screened = (runs[s].uns["stanmf"]["instability"].set_index("K") for s in (None, 4))
+    assert runs[4].uns["stanmf"]["k"] == runs[None].uns["stanmf"]["k"]
+    again = screened.index[screened["n_replicates"] == 10]
+    assert runs[4].uns["stanmf"]["k"] in again and set(screened["n_replicates"]) == {4, 10}
+    pd.testing.assert_series_equal(screened.loc[again, "mean"], full.loc[again, "mean"])
+    assert sf.get.params(runs[4], "stanmf")["screen"] == 4 and sf.get.params(runs[None], "stanmf")["screen"] is None
+    # compress="auto" (the default) keeps a small panel exact, and records that
+    assert sf.get.params(runs[4], "stanmf")["compress"] is None
+
+
+def test_k_star_at_the_edge_of_the_range_is_a_warning(planted):
+    # logged as a warning: scanpy shows warnings at its default verbosity, info it hides
+    import io
+
+    import scanpy as sc
+
+    x, _, _, coords = planted
+    adata = _adata(x, coords)
+    before = sc.settings.logfile, sc.settings.verbosity
+    sc.settings.logfile, sc.settings.verbosity = (stream := io.StringIO()), "warning"
+    try:
+        sf.tl.stanmf(adata, n_factors=[2, 3], n_replicates=4, pca=False, n_jobs=1)
+    finally:
+        sc.settings.logfile, sc.settings.verbosity = before
+    assert "is the largest K swept, so the minimum is not confirmed" in stream.getvalue()

@@ -38,6 +38,7 @@ KINDS: dict[str, _Kind] = {
         params=(
             "n_factors",
             "n_replicates",
+            "screen",
             "metric",
             "layer",
             "pca",

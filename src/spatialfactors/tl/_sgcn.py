@@ -34,12 +34,17 @@ from spatialfactors.models.genes import (
 
 from ._record import _moved, _record, _renamed
 
+#: The paper's node fraction (0.25% of the genes: 11 nodes on the atlas' 4,345 genes) ...
+PAPER_TOP_FRACTION = 0.0025
+#: ... and the fewest nodes of a default network (a 1,020-gene panel would get 3).
+MIN_NODES = 10
+
 
 def sgcn(
     adata: AnnData,
     *,
     key: str = "stanmf",
-    top_fraction: float = 0.0025,
+    top_fraction: float | None = None,
     edge_quantile: float = 0.95,
     factors: int | str | Sequence[int | str] | None = None,
     table_key: str | None = None,
@@ -77,7 +82,9 @@ def sgcn(
     key
         ``key_added`` of the factorisation.
     top_fraction
-        Fraction of the genes that become nodes, in (0, 1].
+        Fraction of the genes that become nodes, in (0, 1]. ``None`` (default): the paper's
+        0.25%, but at least ``MIN_NODES`` (10) genes, so that a 1,000-gene panel gets a network
+        of the size the paper's 4,345-gene atlas gets (11 nodes) instead of 3 nodes.
     edge_quantile
         Quantile of a pattern's pairwise coefficients above which pairs are joined, in [0, 1).
     factors
@@ -123,7 +130,8 @@ def sgcn(
     start = time.perf_counter()
     adata = _extract_adata(adata, table_key)
     dictionary, loadings, loadings_key = _factorisation(adata, key)
-    _assert_real_range("top_fraction", top_fraction, 0.0, 1.0, low_open=True)
+    if top_fraction is not None:
+        _assert_real_range("top_fraction", top_fraction, 0.0, 1.0, low_open=True)
     _assert_real_range("edge_quantile", edge_quantile, 0.0, 1.0)
     if edge_quantile == 1:
         raise ValueError("`edge_quantile` must be >= 0 and < 1, got 1; 0.95 keeps the top 5% of the pairs.")
@@ -142,7 +150,10 @@ def sgcn(
     if n_ranked < 2:
         raise ValueError(f"Only {n_ranked} genes have a non-zero loading; a network needs at least 2.")
 
-    n_nodes = n_top_genes(n_ranked, top_fraction)
+    if top_fraction is None:
+        n_nodes = min(max(MIN_NODES, n_top_genes(n_ranked, PAPER_TOP_FRACTION)), n_ranked)
+    else:
+        n_nodes = n_top_genes(n_ranked, top_fraction)
     # Per pattern: the node correlations with their covariance and the pairs of the upper triangle.
     _assert_fits_memory(
         6 * n_nodes * n_nodes * 8,
@@ -179,7 +190,7 @@ def sgcn(
         {
             "key": key,
             "loadings_key": loadings_key,
-            "top_fraction": float(top_fraction),
+            "top_fraction": None if top_fraction is None else float(top_fraction),
             "edge_quantile": float(edge_quantile),
             "n_nodes": int(n_nodes),
             "n_patterns": int(n_patterns),

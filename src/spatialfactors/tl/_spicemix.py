@@ -224,17 +224,11 @@ def spicemix(
             y, graph, ks, n_replicates=n_replicates, groups=groups, metric=metric, random_state=random_state,
             n_jobs=n_jobs, **fit_kwargs,
         )  # fmt: skip
-    with tqdm(total=max_iter, desc="SpiceMix iterations", disable=settings.verbosity == 0) as bar:
-        res = fit_hmrf(
-            y,
-            graph,
-            k_best,
-            groups=groups,
-            random_state=random_state,
-            init_labels=init_labels,
-            callback=lambda row: bar.update(1) if row["iteration"] > 0 else None,
-            **fit_kwargs,
-        )
+    # The engine's bar ends saying whether the fit converged (and warns when it stopped at max_iter).
+    res = fit_hmrf(
+        y, graph, k_best, groups=groups, random_state=random_state, init_labels=init_labels, progress_bar=True,
+        **fit_kwargs,
+    )  # fmt: skip
     _warn_degenerate(res.history, k_best)
     params = {
         "n_factors": [int(k) for k in ks], "connectivity_key": connectivity_key, "library_key": library_key,
