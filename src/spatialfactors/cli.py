@@ -283,7 +283,7 @@ def _demo(args: argparse.Namespace) -> int:
             save=path.resolve(),  # squidpy puts relative paths under scanpy's figdir
         ),
         "true_metagenes.png": lambda path: pl.metagenes(
-            adata, "X_true", components=[0, 2, 4, 5, 6, 7], library_key="fov", normalize=True, save=path, show=False
+            adata, "X_true", factors=[0, 2, 4, 5, 6, 7], library_key="fov", normalize=True, save=path, show=False
         ),
         "true_proportions.png": lambda path: pl.metagene_expression(
             adata, "X_true", groupby="cell_type", save=path, show=False
@@ -319,7 +319,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     # SpiceMix: metagenes, latent states and their spatial affinity; Ward clusters vs the truth.
     t1 = time.perf_counter()
-    tl.spicemix(adata, args.n_factors, library_key="fov", max_iter=args.spicemix_iter, random_state=args.seed)
+    # A fixed number of iterations (tol=None): the demo shows the fit, not its convergence.
+    tl.spicemix(adata, args.n_factors, library_key="fov", max_iter=args.spicemix_iter, tol=None, random_state=args.seed)
     tl.cluster_latent(
         adata, "X_spicemix", n_clusters=len(adata.obs["cell_type"].cat.categories), reference_key="cell_type"
     )
@@ -360,8 +361,8 @@ def _parser() -> argparse.ArgumentParser:
         "--n-components",  # the old name, kept as an alias
         dest="stanmf_factors",
         type=_parse_components,
-        default="8:17",
-        help="staNMF K range (default: 8:17; --n-components is the old name)",
+        default="3:17",
+        help="staNMF K range (default: 3:17; --n-components is the old name)",
     )
     demo.add_argument("--replicates", type=int, default=20, help="staNMF bootstrap replicates (default: 20)")
     demo.add_argument("--n-factors", type=int, default=10, help="SpiceMix metagenes (default: 10)")
