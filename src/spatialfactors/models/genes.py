@@ -103,8 +103,8 @@ def rank_genes(importance: np.ndarray, loadings: np.ndarray, pattern: int) -> np
     return valid[order]
 
 
-def n_top_genes(n_genes: int, top_fraction: float) -> int:
-    """Count the sGCN nodes: ``ceil(top_fraction * n_genes)``, at least 2 and at most ``n_genes``.
+def n_top_genes(n_genes: int, top_fraction: float, minimum: int = 2) -> int:
+    """Count the sGCN nodes: ``ceil(top_fraction * n_genes)``, at least ``minimum`` and at most ``n_genes``.
 
     The paper keeps the genes with "the top 0.25% importance scores"; on the atlas's 4,345 genes
     that is 10.9, rounded up to 11 (the paper reports 10 or 11 genes per pattern).
@@ -115,6 +115,8 @@ def n_top_genes(n_genes: int, top_fraction: float) -> int:
         Genes that can be ranked (with a non-zero loading).
     top_fraction
         Fraction in (0, 1].
+    minimum
+        Fewest nodes (a network needs 2; ``tl.sgcn``'s default asks for 10).
 
     Returns
     -------
@@ -125,10 +127,12 @@ def n_top_genes(n_genes: int, top_fraction: float) -> int:
     >>> from spatialfactors.models.genes import n_top_genes
     >>> n_top_genes(4345, 0.0025), n_top_genes(4000, 0.0025), n_top_genes(100, 0.001)
     (11, 10, 2)
+    >>> n_top_genes(1020, 0.0025, minimum=10), n_top_genes(4345, 0.0025, minimum=10), n_top_genes(6, 0.5, minimum=10)
+    (10, 11, 6)
     """
     # Rounding first so that 0.0025 * 4000 = 10.000000000000002 does not become 11.
     n = math.ceil(round(top_fraction * n_genes, 9))
-    return int(min(max(n, 2), n_genes))
+    return int(min(max(n, minimum), n_genes))
 
 
 def dictionary_moments(dictionary: np.ndarray, chunk_size: int = 65_536) -> tuple[np.ndarray, np.ndarray, int]:

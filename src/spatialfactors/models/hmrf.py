@@ -743,7 +743,7 @@ def fit_hmrf(
             if progress_bar:
                 bar.update(1)
             prev, cur = history[-2]["objective"], history[-1]["objective"]
-            converged = tol is not None and abs(prev - cur) <= tol * max(abs(cur), 1e-300)
+            converged = tol is not None and relative_change(prev, cur) <= tol
             if converged:
                 break
         if progress_bar:

@@ -344,8 +344,8 @@ def stability_sweep(
             progress_total(sum(task_work(plan + again, k_ref)))
         full = {r["K"]: r for r in _run_plan(again, k_ref=k_ref, progress=progress, **run)}
         rows = [full.get(r["K"], r) if r["method"] == "nmf" else r for r in rows]
-    for row in rows:
-        if compress:
+    if compress:
+        for row in rows:
             row["compression_error"] = errors[row["K"]]
     return SweepResult(pd.DataFrame(rows), compression_error, compress or None)
 

@@ -151,7 +151,7 @@ def sgcn(
         raise ValueError(f"Only {n_ranked} genes have a non-zero loading; a network needs at least 2.")
 
     if top_fraction is None:
-        n_nodes = min(max(MIN_NODES, n_top_genes(n_ranked, PAPER_TOP_FRACTION)), n_ranked)
+        n_nodes = n_top_genes(n_ranked, PAPER_TOP_FRACTION, minimum=MIN_NODES)
     else:
         n_nodes = n_top_genes(n_ranked, top_fraction)
     # Per pattern: the node correlations with their covariance and the pairs of the upper triangle.
