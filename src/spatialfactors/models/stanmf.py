@@ -278,7 +278,8 @@ def stability_sweep(
     progress, progress_total
         ``progress`` is called after every task with its work (:func:`task_work`, in NMF
         replicates at the mean K); ``progress_total`` with the total work of the sweep when it is
-        known: before the first task, and again when the screened second pass is planned.
+        known: before the first task (counting on a second pass of two K when screened), and
+        exactly when the screened second pass is planned.
 
     Returns
     -------
@@ -332,7 +333,10 @@ def stability_sweep(
     plan = [("nmf", k, first) for k in ks] + ([("pca", k, n_replicates) for k in ks] if pca else [])
     k_ref = float(np.mean(ks))
     if progress_total is not None:
-        progress_total(sum(task_work(plan, k_ref)))
+        # Until the second pass is planned, count on it for two K at the mean K (the K within one
+        # std of the lowest are usually one to three), so the bar does not reach 100% and fall back.
+        guess = [("nmf", k_ref, n_replicates)] * 2 if first < n_replicates else []
+        progress_total(sum(task_work(plan + guess, k_ref)))
     run = {"data": data, "weights": weights, "batch_size": batch_size, "n_jobs": n_jobs, "metric": metric}
     rows = _run_plan(plan, k_ref=k_ref, progress=progress, **run)
     if first < n_replicates:
