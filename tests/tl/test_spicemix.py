@@ -208,6 +208,11 @@ def test_init_key_starts_from_the_cluster_means(small):
     means = np.stack([y[types == t].mean(0) for t in np.unique(types)], 1)
     np.testing.assert_allclose(adata.varm["spicemix_metagenes"], means / means.sum(0), rtol=1e-12)
     assert adata.uns["spicemix"]["params"]["init_key"] == "cell_type"
+    # sparse counts (kept sparse by the fit) start from the same means
+    sparse = small.copy()
+    sparse.X = sp.csr_matrix(sparse.X)
+    sf.tl.spicemix(sparse, k, library_key="fov", init_key="cell_type", init_iter=0, max_iter=0, rescale=False)
+    np.testing.assert_allclose(sparse.varm["spicemix_metagenes"], adata.varm["spicemix_metagenes"], rtol=1e-12)
 
 
 def test_spatialdata_input(small):

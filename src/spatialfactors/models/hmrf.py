@@ -552,7 +552,7 @@ def _initial_metagenes(y: np.ndarray, k: int, random_state: int, labels=None) ->
             centres = KMeans(k, n_init=10, random_state=random_state).fit(y).cluster_centers_.T.clip(0)
     else:
         values, codes = np.unique(np.asarray(labels), return_inverse=True)
-        if len(codes) != len(y):
+        if len(codes) != y.shape[0]:
             raise ValueError(f"`init_labels` has {len(codes)} entries, expected one per cell ({y.shape[0]}).")
         if len(values) != k:
             raise ValueError(
