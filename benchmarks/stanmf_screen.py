@@ -11,7 +11,9 @@ Data: STARmap visual cortex (930 cells x 1,020 genes) and DLPFC 151510 (4,634 sp
 from ``../shared/data``, normalised as ``sf.tl.stanmf``'s users do (1e4 per cell, log1p).
 
 Usage: ``python benchmarks/stanmf_screen.py [--replicates 100] [--screen 20] [--ks 8-30]``; the
-table is printed and written to ``benchmarks/results/stanmf_screen.md``.
+table is printed and written to ``benchmarks/results/stanmf_screen.md``. With ``--defaults``, each
+panel instead gets one ``sf.tl.stanmf(adata)`` call with every default (the sweep, the final fit,
+reconstruction and Moran's I), timed end to end (``benchmarks/results/stanmf_defaults.md``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _panels() -> dict[str, sp.csr_matrix]:
+def _panels(as_adata: bool = False) -> dict:
     out = {}
     for name, load in (
         ("STARmap 930 x 1,020", lambda: sf.datasets.starmap_visual_cortex(SHARED / "starmap_visual_1020")),
@@ -42,8 +44,52 @@ def _panels() -> dict[str, sp.csr_matrix]:
         adata = load()
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
-        out[name] = sp.csr_matrix(adata.X, dtype=np.float32)
+        out[name] = adata if as_adata else sp.csr_matrix(adata.X, dtype=np.float32)
     return out
+
+
+def _defaults(data: str | None) -> None:
+    """``sf.tl.stanmf`` with every default on each panel (with its Delaunay graph), timed end to end."""
+    import squidpy as sq
+
+    rows = []
+    for name, adata in _panels(as_adata=True).items():
+        if data and data not in name:
+            continue
+        sq.gr.spatial_neighbors_delaunay(adata)
+        t0 = time.perf_counter()
+        sf.tl.stanmf(adata)
+        seconds = time.perf_counter() - t0
+        table = sf.get.instability_df(adata)
+        nmf = table[table["method"] == "nmf"].set_index("K")
+        full = nmf.index[nmf["n_replicates"] == nmf["n_replicates"].max()]
+        rows.append(
+            {
+                "data": name,
+                "wall time, min": round(seconds / 60, 1),
+                "K*": int(adata.uns["stanmf"]["k"]),
+                "NMF fits": int(nmf["n_replicates"].sum()),
+                "PCA replicates": int(table.loc[table["method"] == "pca", "n_replicates"].sum()),
+                "K with all replicates": ", ".join(str(k) for k in full),
+                "compress": sf.get.params(adata).get("compress"),
+            }
+        )
+        print(rows[-1], flush=True)
+    text = "\n".join(
+        [
+            "# staNMF at its defaults on real panels, end to end",
+            "",
+            f"Machine: {platform.machine()}, 2 cores; run {time.strftime('%Y-%m-%d')}. One `sf.tl.stanmf(adata)` "
+            "call with every default (K 8-30, 100 replicates, `screen=20`, `compress='auto'`, PCA comparator, "
+            "float32; then the final fit, per-gene reconstruction and Moran's I on the Delaunay graph), timed "
+            "end to end. Reproduce: `python benchmarks/stanmf_screen.py --defaults`.",
+            "",
+            pd.DataFrame(rows).to_markdown(index=False),
+            "",
+        ]
+    )
+    print(text)
+    (RESULTS / "stanmf_defaults.md").write_text(text)
 
 
 def main() -> None:
@@ -53,7 +99,11 @@ def main() -> None:
     parser.add_argument("--ks", default="8-30")
     parser.add_argument("--data", default=None, help="substring of the data sets to run")
     parser.add_argument("--out", default=str(RESULTS / "stanmf_screen.md"))
+    parser.add_argument("--defaults", action="store_true", help="time sf.tl.stanmf at its defaults instead")
     args = parser.parse_args()
+    if args.defaults:
+        _defaults(args.data)
+        return
     lo, hi = (int(v) for v in args.ks.split("-"))
     ks = list(range(lo, hi + 1))
     rows, curves = [], []

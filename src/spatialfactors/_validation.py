@@ -218,6 +218,24 @@ def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
+def _renamed(old: str, new: str, old_value, new_value, *, default=None, where: str):
+    """Return the value of a renamed keyword: the new one, or the old one with a FutureWarning naming the new.
+
+    ``where`` names the function (``"sf.tl.stanmf"``); ``default`` is the new keyword's default:
+    passing both the old keyword and a non-default new one is an error.
+    """
+    if old_value is None:
+        return new_value
+    if new_value is not default and new_value is not None:
+        raise TypeError(f"`{where}` got both `{new}` and its old name `{old}`; pass `{new}` only.")
+    warnings.warn(
+        f"`{old}` of `{where}` is renamed to `{new}`; pass `{new}=` (`{old}` will be removed).",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old_value
+
+
 def _assert_bool(name: str, value) -> None:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")

@@ -246,7 +246,7 @@ def test_renamed_keywords_warn_and_agree(cortex):
         old = sf.tl.stanmf(adata, n_components=3, pca=False, copy=True)
     np.testing.assert_array_equal(old.obsm["X_stanmf"], new.obsm["X_stanmf"])
     assert sf.get.params(old)["n_factors"] == [3]
-    with pytest.raises(TypeError, match="got both `n_components` and `n_factors`; pass only `n_factors`"):
+    with pytest.raises(TypeError, match="got both `n_factors` and its old name `n_components`; pass `n_factors` only"):
         sf.tl.stanmf(adata, 4, n_components=3, pca=False, copy=True)
     with pytest.warns(FutureWarning), pytest.raises(ValueError, match="`n_components` must be at least 1"):
         sf.tl.stanmf(adata, n_components=0, pca=False, copy=True)

@@ -153,7 +153,7 @@ def test_fields_of_view_start_new_rows(cortex):
 
 
 def test_old_selection_keywords_warn_and_still_work(cortex):
-    with pytest.warns(FutureWarning, match="renamed to `factors=`"):
+    with pytest.warns(FutureWarning, match="is renamed to `factors`"):
         old = sf.pl.metagenes(cortex, "X_true", components=[1], show=False)
     new = sf.pl.metagenes(cortex, "X_true", factors=[1], show=False)
     np.testing.assert_array_equal(old[0][0].collections[0].get_array(), new[0][0].collections[0].get_array())
@@ -287,5 +287,5 @@ def test_pattern_with_genes_panels_have_colour_bars_and_visible_lows():
     low = panel.collections[0].get_cmap()(0.0)
     assert max(low[:3]) < 0.9  # the lowest value is not white on white
     assert [ax.get_title() for ax in fig.axes if ax.get_title()][:1] == ["PP1"]
-    with pytest.warns(FutureWarning, match="renamed to `factors=`"):
+    with pytest.warns(FutureWarning, match="is renamed to `factors`"):
         sf.pl.pattern_with_genes(adata, patterns=["PP2"], n_genes=1, show=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -222,17 +221,3 @@ def _light_cmap(cmap, colours: tuple[str, ...]):
     from matplotlib.colors import LinearSegmentedColormap
 
     return LinearSegmentedColormap.from_list("spatialfactors", list(colours))
-
-
-def _renamed(function: str, new: str, new_value, old: str, old_value):
-    """Return the value of a renamed keyword: ``old`` still works, with a FutureWarning naming ``new``."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise TypeError(f"`sf.pl.{function}` got both `{new}` and its old name `{old}`; pass `{new}` only.")
-    warnings.warn(
-        f"`sf.pl.{function}(..., {old}=...)` is renamed to `{new}=`; `{old}` will be removed.",
-        FutureWarning,
-        stacklevel=3,
-    )
-    return old_value

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 from spatialfactors import get as sfget
-from spatialfactors._validation import _assert_bool, _assert_int_range, _assert_real_range, _assert_str
+from spatialfactors._validation import _assert_bool, _assert_int_range, _assert_real_range, _assert_str, _renamed
 from spatialfactors.get import _select_factors, _sgcn_graph, factor_names
 from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
@@ -31,7 +31,6 @@ from spatialfactors.pl._base import (
     _light_cmap,
     _max_projection,
     _Plotter,
-    _renamed,
 )
 from spatialfactors.pl._metagenes import _panel_size, _spatial_panel
 
@@ -243,7 +242,7 @@ def pattern_with_genes(
     result = sfget.pattern_genes_result(adata, key)
     dictionary = sfget.factors(adata, result["params"]["key"]).to_numpy()
     loadings = sfget.loadings(adata, result["params"]["key"]).to_numpy()
-    factors = _renamed("pattern_with_genes", "factors", factors, "patterns", patterns)
+    factors = _renamed("patterns", "factors", patterns, factors, where="sf.pl.pattern_with_genes")
     names = factor_names(adata, result["params"]["key"])
     chosen = _select_factors(factors, names, "factors")
     _assert_int_range("n_genes", n_genes, 1)

@@ -12,9 +12,9 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from spatialfactors._validation import _assert_bool, _assert_str, _get_obsm
+from spatialfactors._validation import _assert_bool, _assert_str, _get_obsm, _renamed
 
-from ._base import _check_adata, _colorbar, _doc_show, _Plotter, _renamed
+from ._base import _check_adata, _colorbar, _doc_show, _Plotter
 
 
 def _factor_frame(adata: AnnData, basis: str, *, normalize: bool = False) -> pd.DataFrame:
@@ -127,7 +127,7 @@ def metagenes(
 
     adata = _check_adata(adata, "metagenes", table_key)
     plot = _Plotter("metagenes", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ncols=ncols)
-    factors = _renamed("metagenes", "factors", factors, "components", components)
+    factors = _renamed("components", "factors", components, factors, where="sf.pl.metagenes")
     weights = _factor_frame(adata, basis, normalize=normalize)
     names = _factor_labels(adata, basis, weights)
     xy = _get_obsm(adata, spatial_key, hint="coordinates are needed to plot in space", finite=False)

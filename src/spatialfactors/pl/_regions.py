@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spatialfactors import get as sfget
-from spatialfactors._validation import _assert_int_range, _assert_real_range
+from spatialfactors._validation import _assert_int_range, _assert_real_range, _renamed
 from spatialfactors.get import _resolve_ontology, _select_factors
 from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
@@ -22,7 +22,6 @@ from spatialfactors.pl._base import (
     _doc_show,
     _max_projection,
     _Plotter,
-    _renamed,
 )
 
 
@@ -130,7 +129,7 @@ def region_correlation(
         _assert_int_range("groups", groups, 0)
     table = result["correlation"]
     info = result["regions"]
-    factors = _renamed("region_correlation", "factors", factors, "patterns", patterns)
+    factors = _renamed("patterns", "factors", patterns, factors, where="sf.pl.region_correlation")
     rows = _select_factors(factors, [str(n) for n in table.index], "factors")
     table = table.iloc[rows]
     cols = _region_columns(table, regions, info, n_top)
@@ -261,7 +260,7 @@ def linked_regions(
         raise KeyError(f"`adata.obsm[{basis!r}]` (the linked patterns) not found.")
     sfget.grid(adata)
     names = list(result["correlation"].index)
-    factors = _renamed("linked_regions", "factors", factors, "patterns", patterns)
+    factors = _renamed("patterns", "factors", patterns, factors, where="sf.pl.linked_regions")
     chosen = _select_factors(factors, [str(n) for n in names], "factors")
     links = sfget.link_regions_df(adata, key, n_regions=n_regions)
     region_map = result["region_map"]

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from spatialfactors import get as sfget
+from spatialfactors._validation import _renamed
 from spatialfactors.get import _result
 from spatialfactors.io import to_volume
 from spatialfactors.pl._base import (
@@ -24,7 +25,6 @@ from spatialfactors.pl._base import (
     _doc_show,
     _max_projection,
     _Plotter,
-    _renamed,
 )
 from spatialfactors.pl._metagenes import metagenes
 
@@ -175,7 +175,7 @@ def patterns(
 
     adata = _check_adata(adata, "patterns", table_key)
     plot = _Plotter("patterns", figsize=figsize, dpi=dpi, show=show, save=save, return_fig=return_fig, ncols=ncols)
-    factors = _renamed("patterns", "factors", factors, "components", components)
+    factors = _renamed("components", "factors", components, factors, where="sf.pl.patterns")
     _result(adata, key, "stanmf")
     basis = f"X_{key}"
     if "aba" not in adata.uns:

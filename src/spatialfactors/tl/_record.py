@@ -34,23 +34,6 @@ def _record(tool: str, entries: dict, params: dict) -> dict:
     return {"tool": tool, **entries, "params": _params(**params)}
 
 
-def _renamed(old: str, new: str, old_value, new_value, *, default=None, where: str):
-    """Return the value of a renamed keyword: the new one, or the old one with a FutureWarning naming the new.
-
-    ``default`` is the new keyword's default: passing both the old keyword and a non-default new one is an error.
-    """
-    if old_value is None:
-        return new_value
-    if new_value is not default and new_value is not None:
-        raise TypeError(f"`{where}` got both `{old}` and `{new}`; pass only `{new}`.")
-    warnings.warn(
-        f"`{old}` of `{where}` is renamed to `{new}`; pass `{new}=` (`{old}` will be removed).",
-        FutureWarning,
-        stacklevel=3,
-    )
-    return old_value
-
-
 def _moved(name: str) -> None:
     """Warn that ``sf.tl.<name>`` moved to the results layer ``sf.get.<name>``."""
     warnings.warn(

@@ -22,12 +22,13 @@ from spatialfactors._validation import (
     _extract_adata,
     _get_patterns,
     _get_region_ids,
+    _renamed,
     _save_results,
 )
 from spatialfactors.get import _resolve_ontology, _select_factors, factor_names
 from spatialfactors.models.genes import region_auc as _region_auc_engine
 
-from ._record import _record, _renamed
+from ._record import _record
 
 
 def _region_mask(adata: AnnData, region: int | str, region_key: str, ontology) -> tuple[np.ndarray, dict]:

@@ -17,6 +17,7 @@ from spatialfactors._validation import (
     _assert_result_key,
     _assert_str,
     _extract_adata,
+    _renamed,
     _save_results,
     _warn_undefined,
 )
@@ -32,7 +33,7 @@ from spatialfactors.models.genes import (
     top_edges,
 )
 
-from ._record import _moved, _record, _renamed
+from ._record import _moved, _record
 
 #: The paper's node fraction (0.25% of the genes: 11 nodes on the atlas' 4,345 genes) ...
 PAPER_TOP_FRACTION = 0.0025

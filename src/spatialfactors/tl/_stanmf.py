@@ -35,6 +35,7 @@ from spatialfactors._validation import (
     _int_list,
     _is_int,
     _matrix_label,
+    _renamed,
     _save_results,
     _warn_undefined,
 )
@@ -46,7 +47,7 @@ from spatialfactors.models.reconstruction import reconstruction_pcc
 from spatialfactors.models.stability import METRICS
 from spatialfactors.models.stanmf import stability_sweep, sweep_bytes
 
-from ._record import _record, _renamed
+from ._record import _record
 
 
 def _morans_i(adata: AnnData, graph: sp.csr_matrix, dictionaries: dict[str, np.ndarray]) -> pd.DataFrame:
