@@ -390,7 +390,10 @@ def _parser() -> argparse.ArgumentParser:
         help="rank of the compressed sweep, 'none' (exact) or 'auto' (default: atlas-sized, near low-rank data only)",
     )
     st.add_argument(
-        "--screen", type=int, default=20, help="replicates of the first pass over every K (default: 20; 0: none)"
+        "--screen",
+        type=int,
+        default=20,
+        help="screen K in stages of max(5, S // 4), S, then all replicates (default: 20; 0: none)",
     )
     st.add_argument("--no-pca", action="store_true", help="skip the PCA comparator")
     st.add_argument("--n-jobs", type=int, default=None, help="joblib workers (default: all cores)")

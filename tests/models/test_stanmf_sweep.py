@@ -8,6 +8,8 @@ from spatialfactors.models.stanmf import (
     AUTO_COMPRESS_ENTRIES,
     AUTO_COMPRESS_ERROR,
     _auto_compression,
+    bootstrap_weights,
+    screen_stages,
     stability_sweep,
     sweep_bytes,
     task_work,
@@ -28,7 +30,8 @@ def test_progress_adds_up_to_the_announced_total():
     seen, totals = [], []
     kw = {"n_replicates": 4, "pca": True, "n_jobs": 1, "batch_size": 2}
     stability_sweep(x, [2, 3, 4], progress=seen.append, progress_total=totals.append, **kw)
-    assert len(seen) == 3 * 2 * 2 and len(totals) == 1  # tasks: 3 K x 2 batches x (NMF, PCA)
+    # tasks: 3 K x 2 batches of NMF, 2 batches of PCA (one SVD per replicate serves every K)
+    assert len(seen) == 3 * 2 + 2 and len(totals) == 1
     assert sum(seen) == pytest.approx(totals[0], rel=1e-12)
     # the NMF replicates of the largest K carry the most work, the PCA ones the least
     assert max(seen[:6]) == seen[5] and max(seen[6:]) < min(seen[:6])
@@ -65,6 +68,50 @@ def test_screened_sweep_gives_the_full_rows_where_it_matters():
     # the first total counts on a second pass, so the first pass ends short of 100%
     assert len(totals) == 2 and sum(seen) == pytest.approx(totals[1], rel=1e-12)
     assert done_at[1] < totals[0]
+
+
+def test_three_stage_screen_keeps_the_full_rows_and_the_best_k():
+    x, ks = _planted(seed=1, k=5), [3, 4, 5, 6, 7, 8]
+    kw = {"n_replicates": 12, "pca": False, "n_jobs": 1, "batch_size": 4}
+    assert screen_stages(10, 12) == [5, 10, 12]
+    full = stability_sweep(x, ks, **kw).table.set_index("K")
+    seen, totals, done_at = [], [], []
+
+    def total(value):
+        totals.append(value)
+        done_at.append(sum(seen))
+
+    staged = stability_sweep(x, ks, screen=10, progress=seen.append, progress_total=total, **kw).table.set_index("K")
+    assert staged["mean"].idxmin() == full["mean"].idxmin() == 5
+    assert set(staged["n_replicates"]) <= {5, 10, 12} and staged.loc[5, "n_replicates"] == 12
+    again = staged.index[staged["n_replicates"] == 12]
+    pd.testing.assert_frame_equal(staged.loc[again], full.loc[again])
+    # a K kept for a stage has a row at least as complete as the K dropped before it
+    assert staged["n_replicates"].sum() < 12 * len(ks)
+    # one total per planned stage; the work adds up to the last, and no stage ends the bar early
+    assert len(totals) == 3 and sum(seen) == pytest.approx(totals[-1], rel=1e-12)
+    assert done_at[1] < totals[0] and done_at[2] < totals[1]
+
+
+def test_pca_rows_equal_exact_principal_axes_at_every_k():
+    from spatialfactors.models.stability import instability
+
+    rng = np.random.default_rng(3)
+    x = rng.gamma(1.0, 1.0, (50, 6)) @ (rng.random((6, 40)) * np.linspace(3, 0.5, 6)[:, None])
+    x += 0.01 * rng.random(x.shape)
+    ks = [2, 3, 4]
+    table = stability_sweep(x, ks, n_replicates=5, pca=True, n_jobs=1, batch_size=2, dtype="float64").table
+    pca = table[table["method"] == "pca"].set_index("K")
+    for k in ks:
+        axes = []
+        for counts in bootstrap_weights(x.shape[1], 5, 0):
+            cols = x[:, np.repeat(np.arange(x.shape[1]), counts)]
+            u = np.linalg.svd(cols - cols.mean(1, keepdims=True), full_matrices=False)[0][:, :k]
+            u = u * np.sign(u[np.abs(u).argmax(0), np.arange(k)])
+            axes.append(u)
+        exact = instability(axes, "hungarian")
+        assert pca.loc[k, "mean"] == pytest.approx(exact.mean, abs=1e-6)
+        assert pca.loc[k, "n_replicates"] == 5
 
 
 def test_screen_below_two_is_refused():

@@ -97,6 +97,25 @@ def bootstrap_bytes(n_vars: int, n_replicates: int) -> int:
     return int(n_replicates) * (int(n_vars) * 4 + REPLICATE_OVERHEAD)
 
 
+#: Replicates of the first screening stage: ``max(SCREEN_FIRST, screen // 4)`` when below ``screen``.
+SCREEN_FIRST = 5
+
+
+def screen_stages(screen: int | None, n_replicates: int) -> list[int]:
+    """Replicates per stage of a screened sweep (:func:`stability_sweep`'s ``screen``).
+
+    Examples
+    --------
+    >>> from spatialfactors.models.stanmf import screen_stages
+    >>> screen_stages(20, 100), screen_stages(8, 30), screen_stages(None, 100)
+    ([5, 20, 100], [5, 8, 30], [100])
+    """
+    if not screen or screen >= n_replicates:
+        return [n_replicates]
+    first = max(SCREEN_FIRST, screen // 4)
+    return ([first] if first < screen else []) + [screen, n_replicates]
+
+
 def bootstrap_weights(n_vars: int, n_replicates: int, random_state: int = 0) -> np.ndarray:
     """Column multiplicities of ``n_replicates`` bootstrap resamples of ``n_vars`` columns.
 
@@ -270,16 +289,19 @@ def stability_sweep(
         (``None`` or ``-1``: all cores; under ``joblib.parallel_config(backend="dask")`` the
         cluster's workers).
     screen
-        Replicates of a first pass over every K; the K whose instability is within one
-        standard deviation (of the pairwise dissimilarities at the best K) of the lowest then
-        get all ``n_replicates`` (the same resamples, so their rows equal an unscreened
-        sweep's), the others keep ``screen`` (the table's ``n_replicates`` says which). ``None``:
-        every K gets ``n_replicates``. The PCA comparator always gets ``n_replicates``.
+        Screen in the stages of :func:`screen_stages` (e.g. 5, 20, then ``n_replicates``): every
+        K with the first stage's replicates; the next stage for the K whose instability is within
+        two standard deviations (of the pairwise dissimilarities at the best K of the stage) of
+        the lowest, one before the last stage. The same resamples in every stage, so a K of the
+        last stage has exactly an unscreened sweep's row; the others keep the replicates of the
+        stage they stopped at (the table's ``n_replicates`` says which). ``None``: every K gets
+        ``n_replicates``. The PCA comparator always gets ``n_replicates``; its axes at every K
+        are the leading ones of one SVD per replicate at the largest K.
     progress, progress_total
         ``progress`` is called after every task with its work (:func:`task_work`, in NMF
         replicates at the mean K); ``progress_total`` with the total work of the sweep when it is
-        known: before the first task (counting on a second pass of two K when screened), and
-        exactly when the screened second pass is planned.
+        known: before the first task (counting on two K for each later screening stage), and
+        again when each stage is planned.
 
     Returns
     -------
@@ -325,37 +347,51 @@ def stability_sweep(
         batch_size = default_batch_size(*X.shape, max(ks), n_replicates, 4 if dtype == "float32" else 8)
     kwargs["batch_size"] = batch_size
 
-    # Screening: every K with the first ``screen`` replicates, then all ``n_replicates`` for the K
-    # whose screened instability is within one standard deviation (of the pairwise
-    # dissimilarities at the best K) of the lowest. Replicate r has the same resample in both
-    # passes, so a K of the second pass gets exactly the table row of an unscreened sweep.
-    first = n_replicates if not screen or screen >= n_replicates else screen
-    plan = [("nmf", k, first) for k in ks] + ([("pca", k, n_replicates) for k in ks] if pca else [])
+    # Screening in stages (screen_stages: 5, 20, then all n_replicates at the defaults): every K
+    # with the first stage's replicates, then the next stage's for the K whose instability is
+    # within two standard deviations (of the pairwise dissimilarities at the best K) of the lowest,
+    # one for the last stage. Replicate r has the same resample in every stage, so a K that
+    # reaches the last stage gets exactly the table row of an unscreened sweep. The PCA comparator
+    # is never screened, and all its K come from one SVD per replicate at the largest K.
+    stages = screen_stages(screen, n_replicates)
+    plan = [("nmf", k, stages[0]) for k in ks] + ([("pca", max(ks), n_replicates)] if pca else [])
     k_ref = float(np.mean(ks))
-    if progress_total is not None:
-        # Until the second pass is planned, count on it for two K at the mean K (the K within one
-        # std of the lowest are usually one to three), so the bar does not reach 100% and fall back.
-        guess = [("nmf", k_ref, n_replicates)] * 2 if first < n_replicates else []
-        progress_total(sum(task_work(plan + guess, k_ref)))
     run = {"data": data, "weights": weights, "batch_size": batch_size, "n_jobs": n_jobs, "metric": metric}
-    rows = _run_plan(plan, k_ref=k_ref, progress=progress, **run)
-    if first < n_replicates:
-        screened = pd.DataFrame([r for r in rows if r["method"] == "nmf"]).set_index("K")
-        best = screened["mean"].idxmin()
-        close = screened.index[screened["mean"] <= screened.loc[best, "mean"] + screened.loc[best, "std"]]
-        again = [("nmf", int(k), n_replicates) for k in close]
+    run |= {"pca_ks": ks, "k_ref": k_ref, "progress": progress}
+    done = list(plan)
+    if progress_total is not None:
+        # Until a stage is planned, count on two K at the mean K for it (the K kept are usually one
+        # to three), so the bar does not reach 100% and fall back.
+        progress_total(sum(task_work(done + [("nmf", k_ref, n) for n in stages[1:] for _ in range(2)], k_ref)))
+    rows = {(r["method"], r["K"]): r for r in _run_plan(plan, **run)}
+    for stage, n in enumerate(stages[1:], start=1):
+        current = pd.DataFrame(
+            [r for r in rows.values() if r["method"] == "nmf" and r["n_replicates"] == stages[stage - 1]]
+        )
+        current = current.set_index("K")
+        best = current["mean"].idxmin()
+        margin = 1.0 if stage == len(stages) - 1 else 2.0
+        close = current.index[current["mean"] <= current.loc[best, "mean"] + margin * current.loc[best, "std"]]
+        again = [("nmf", int(k), n) for k in close]
+        done += again
         if progress_total is not None:
-            progress_total(sum(task_work(plan + again, k_ref)))
-        full = {r["K"]: r for r in _run_plan(again, k_ref=k_ref, progress=progress, **run)}
-        rows = [full.get(r["K"], r) if r["method"] == "nmf" else r for r in rows]
+            progress_total(
+                sum(task_work(done + [("nmf", k_ref, m) for m in stages[stage + 1 :] for _ in range(2)], k_ref))
+            )
+        rows |= {(r["method"], r["K"]): r for r in _run_plan(again, **run)}
+    rows = sorted(rows.values(), key=lambda r: (r["method"] != "nmf", r["K"]))
     if compress:
         for row in rows:
             row["compression_error"] = errors[row["K"]]
     return SweepResult(pd.DataFrame(rows), compression_error, compress or None)
 
 
-def _run_plan(plan, *, data, weights, batch_size, n_jobs, metric, k_ref, progress) -> list[dict]:
-    """Instability rows of the planned ``(method, K, n_replicates)``: replicates 0 ... n - 1 of each."""
+def _run_plan(plan, *, data, weights, batch_size, n_jobs, metric, k_ref, progress, pca_ks=()) -> list[dict]:
+    """Instability rows of the planned ``(method, K, n_replicates)``: replicates 0 ... n - 1 of each.
+
+    A ``"pca"`` slot at the largest K gives the rows of every K in ``pca_ks``: the principal axes
+    at K are the first K at the largest K, so one SVD per replicate serves them all.
+    """
     fns = {"nmf": _nmf_task, "pca": _pca_task}
     tasks, slots = [], []
     for method, k, n in plan:
@@ -368,13 +404,16 @@ def _run_plan(plan, *, data, weights, batch_size, n_jobs, metric, k_ref, progres
         pending.setdefault((method, k), []).append(dicts)
         if progress is not None:
             progress(units)
-        if sum(len(d) for d in pending[(method, k)]) == wanted[(method, k)]:
-            # The replicates' dictionaries as views of the task results (no stacked copy).
-            inst = instability([d for batch in pending.pop((method, k)) for d in batch], metric)
+        if sum(len(d) for d in pending[(method, k)]) < wanted[(method, k)]:
+            continue
+        # The replicates' dictionaries as views of the task results (no stacked copy).
+        dicts = [d for batch in pending.pop((method, k)) for d in batch]
+        for kk in sorted(pca_ks) if method == "pca" else [k]:
+            inst = instability([d[:, :kk] for d in dicts], metric)
             rows.append(
                 {
                     "method": method,
-                    "K": k,
+                    "K": kk,
                     "metric": metric,
                     "mean": inst.mean,
                     "std": inst.std,

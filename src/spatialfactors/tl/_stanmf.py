@@ -161,13 +161,17 @@ def stanmf(
     n_replicates
         Bootstrap replicates per K (at least 2).
     screen
-        Replicates of a first pass over every K (at least 2). The K whose instability is within
-        one standard deviation (of the pairwise dissimilarities at the best K) of the lowest then
-        get all ``n_replicates``, with the same resamples, so their instability is exactly that
-        of a full sweep; the others keep ``screen`` (the table's ``n_replicates`` column). This
-        is our addition to the paper's protocol: the paper fits every replicate at every K,
-        although only the K near the minimum decide K*. Measured on STARmap and DLPFC 151510
-        (K 8-20, 30 replicates, screen 10): same K*, 2.9x and 5.2x faster
+        Screen the K range in stages before fitting all replicates (at least 2). Every K first
+        gets ``max(5, screen // 4)`` replicates; the K whose instability is within two standard
+        deviations (of the pairwise dissimilarities at the best K) of the lowest get ``screen``;
+        of those, the K within one standard deviation get all ``n_replicates``
+        (:func:`~spatialfactors.models.stanmf.screen_stages`: 5, 20, 100 at the defaults). Every
+        stage reuses the same resamples, so a K that reaches the last stage has exactly the
+        instability of a full sweep; the others keep the replicates of the stage they stopped at
+        (the table's ``n_replicates`` column). This is our addition to the paper's protocol: the
+        paper fits every replicate at every K, although only the K near the minimum decide K*.
+        Measured on STARmap and DLPFC 151510 with a single screening stage (K 8-20, 30
+        replicates, screen 10): same K*, 2.9x and 5.2x faster
         (``benchmarks/results/stanmf_screen.md``). ``None``: every K gets ``n_replicates``.
     metric
         ``"hungarian"`` or ``"amari"`` dissimilarity.
@@ -375,7 +379,7 @@ def _scaled(adata, x, ks, sweep, *, n_replicates, pca, compress, dtype, batch_si
 def _sweep(x, ks, *, n_replicates, pca, **kwargs) -> tuple[pd.DataFrame, float | None, int, int | None]:
     """Run the bootstrap sweep over K; return the instability table, the compression error, K* and the rank used."""
     # The bar counts work (NMF replicates at the mean K, PCA ones at their measured cost), not
-    # tasks: its total is announced by the sweep, and again when the screened second pass is planned.
+    # tasks: its total is announced by the sweep, and again when each screening stage is planned.
     with tqdm(
         total=len(ks) * n_replicates,
         desc="staNMF replicates",
