@@ -69,7 +69,7 @@ def _defaults(data: str | None) -> None:
                 "wall time, min": round(seconds / 60, 1),
                 "K*": int(adata.uns["stanmf"]["k"]),
                 "NMF fits": int(nmf["n_replicates"].sum()),
-                "PCA replicates": int(table.loc[table["method"] == "pca", "n_replicates"].sum()),
+                "PCA SVDs (each serves every K)": int(table.loc[table["method"] == "pca", "n_replicates"].max()),
                 "K with all replicates": ", ".join(str(k) for k in full),
                 "compress": sf.get.params(adata).get("compress"),
             }
