@@ -18,6 +18,11 @@ Every measurement runs in a fresh subprocess so that its peak resident memory is
 
 Usage: ``python benchmarks/stanmf_sweep.py [--small-only] [--replicates N]``; the table is
 printed and written to ``benchmarks/results/stanmf_sweep.md``.
+
+``--paper-sweep`` runs only the paper's whole sweep, end to end: ``sf.tl.stanmf(adata)`` with every
+default on the atlas-sized matrix (K = 8..30, 100 replicates, PCA comparator), timed with the
+peak memory of the process and its workers, next to reference fits measured at K = 8 and K = 30
+(``benchmarks/results/stanmf_paper_sweep.md``; about 12 minutes on two cores).
 """
 
 from __future__ import annotations

@@ -172,7 +172,10 @@ def stanmf(
         paper fits every replicate at every K, although only the K near the minimum decide K*.
         Measured on STARmap and DLPFC 151510 with a single screening stage (K 8-20, 30
         replicates, screen 10): same K*, 2.9x and 5.2x faster
-        (``benchmarks/results/stanmf_screen.md``). ``None``: every K gets ``n_replicates``.
+        (``benchmarks/results/stanmf_screen.md``); this call at every default takes 1.1 min on
+        STARmap (930 x 1,020) and 5.1 min on DLPFC 151510 (4,634 x 500) on two cores, same K* as
+        with one stage (``benchmarks/results/stanmf_defaults.md``). ``None``: every K gets
+        ``n_replicates``.
     metric
         ``"hungarian"`` or ``"amari"`` dissimilarity.
     layer
