@@ -8,7 +8,7 @@ from anndata import AnnData
 
 from spatialfactors._validation import _assert_bool, _assert_str, _extract_adata
 
-from ._factors import _select_factors, factor_names
+from ._factors import _names, _select_factors, factor_names
 from ._registry import KINDS, _kind_of, _plain, _result
 
 
@@ -161,9 +161,9 @@ def affinity_df(adata: AnnData, key: str = "spicemix", *, table_key: str | None 
             f"`adata.uns[{key!r}]['affinity']` must be a finite square matrix, got shape {s.shape}; rerun "
             f"`sf.tl.spicemix(adata, key_added={key!r})`."
         )
-    names = factor_names(adata, key) if f"X_{key}" in adata.obsm else [f"MG{i + 1}" for i in range(s.shape[0])]
+    names = factor_names(adata, key) if f"X_{key}" in adata.obsm else []
     if len(names) != s.shape[0]:
-        names = [f"MG{i + 1}" for i in range(s.shape[0])]
+        names = _names("MG", s.shape[0])
     return pd.DataFrame(s.astype(np.float64), index=names, columns=names)
 
 
@@ -330,10 +330,10 @@ def _pattern_genes_df(adata, factor, *, key, assigned_only, table_key, what) -> 
     adata = _extract_adata(adata, table_key)
     result = _result(adata, key, "pattern_genes")
     _assert_bool("assigned_only", assigned_only)
-    fields = list(result["names"].dtype.names)
-    name = fields[_select_factors(factor, fields, what)[0]] if not _is_many(factor) else None
-    if name is None:
+    if _is_many(factor):
         raise TypeError(f"`{what}` must be one factor index (0-based) or name, got {factor!r}.")
+    fields = list(result["names"].dtype.names)
+    name = fields[_select_factors(factor, fields, what)[0]]
     assigned = result["genes"]["pattern"].astype(object)
     assigned = assigned[~assigned.index.duplicated()]
     names = np.asarray(result["names"][name], dtype=object)
@@ -492,8 +492,7 @@ def _sgcn_names(result: dict) -> list[str]:
     recorded = result["params"].get("factor_names")
     if recorded is not None:
         return [str(n) for n in np.asarray(recorded).ravel()]
-    n = int(result["params"]["n_patterns"])
-    return [f"PP{i + 1}" for i in range(n)]
+    return _names("PP", int(result["params"]["n_patterns"]))
 
 
 def region_auc_result(adata: AnnData, key: str = "region_auc", *, table_key: str | None = None) -> dict:

@@ -359,10 +359,15 @@ def stability_sweep(
     run = {"data": data, "weights": weights, "batch_size": batch_size, "n_jobs": n_jobs, "metric": metric}
     run |= {"pca_ks": ks, "k_ref": k_ref, "progress": progress}
     done = list(plan)
-    if progress_total is not None:
-        # Until a stage is planned, count on two K at the mean K for it (the K kept are usually one
-        # to three), so the bar does not reach 100% and fall back.
-        progress_total(sum(task_work(done + [("nmf", k_ref, n) for n in stages[1:] for _ in range(2)], k_ref)))
+
+    def announce(planned: int) -> None:
+        # The stages after the planned ones count as two K at the mean K each (the K kept are
+        # usually one to three), so the bar does not reach 100% and fall back.
+        if progress_total is not None:
+            guess = [("nmf", k_ref, m) for m in stages[planned:] for _ in range(2)]
+            progress_total(sum(task_work(done + guess, k_ref)))
+
+    announce(1)
     rows = {(r["method"], r["K"]): r for r in _run_plan(plan, **run)}
     for stage, n in enumerate(stages[1:], start=1):
         current = pd.DataFrame(
@@ -374,10 +379,7 @@ def stability_sweep(
         close = current.index[current["mean"] <= current.loc[best, "mean"] + margin * current.loc[best, "std"]]
         again = [("nmf", int(k), n) for k in close]
         done += again
-        if progress_total is not None:
-            progress_total(
-                sum(task_work(done + [("nmf", k_ref, m) for m in stages[stage + 1 :] for _ in range(2)], k_ref))
-            )
+        announce(stage + 1)
         rows |= {(r["method"], r["K"]): r for r in _run_plan(again, **run)}
     rows = sorted(rows.values(), key=lambda r: (r["method"] != "nmf", r["K"]))
     if compress:
