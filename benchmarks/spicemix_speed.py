@@ -236,7 +236,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, 2 cores, one thread per run; run {time.strftime('%Y-%m-%d')}; "
         f"{n} iterations after the initialisation. Reference: ma-compbio/SpiceMix "
-        "(PyTorch version, CPU, float64). Ours: `spatialfactors.models.hmrf.fit_hmrf` (defaults). " + (
+        "(PyTorch version, CPU, float64). Ours: `spatialfactors.models.hmrf.fit_hmrf` (defaults). "
+        + (
             f"STARmap rows: means over seeds 0-{args.seeds - 1} (ARI mean +- sd); the others: seed 0."
             if args.seeds > 1
             else "Seed 0."
