@@ -456,10 +456,15 @@ class _Fit:
                     last = best[0]
         # Remove the mean (likelihood unchanged, prior smaller) of the best point; with the
         # constraint, store the constrained matrix the loss was evaluated at.
-        cand = neutral_projection(best[1], nu) if self.neutral else best[1] - best[1].mean()
-        with torch.no_grad():
-            if float(self._affinity_loss(cand, z, nu, w)) <= best[0]:
-                best[1] = cand
+        if self.neutral:
+            # The loss is evaluated at the projection, so the projected matrix is the point it
+            # scored (a comparison of the two losses could reject it on rounding alone).
+            best[1] = neutral_projection(best[1], nu)
+        else:
+            cand = best[1] - best[1].mean()
+            with torch.no_grad():
+                if float(self._affinity_loss(cand, z, nu, w)) <= best[0]:
+                    best[1] = cand
         self.affinity = best[1]
 
     # ---- objectives ----

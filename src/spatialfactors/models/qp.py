@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._kkt import kkt
+
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
     """Euclidean projection of every row of ``v`` onto the probability simplex (Duchi et al. 2008).
@@ -49,6 +51,19 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
 def _kkt(q_mat, alpha, q, free, simplex):
     """Solve the KKT system of the free set; returns ``x`` (zero off the free set) and the reduced gradient."""
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and len(q):
+        # Compiled: one Cholesky of each free block (models._kkt); the rare instance whose block is
+        # not numerically positive definite goes through the bordered systems below.
+        x, grad, ok = (torch.from_numpy(a) for a in kkt(q_mat.numpy(), alpha.numpy(), q.numpy(), free.numpy(), simplex))
+        if not ok.all():
+            bad = ~ok
+            x[bad], grad[bad] = _kkt_bordered(q_mat, alpha[bad], q[bad], free[bad], simplex)
+        return x, grad
+    return _kkt_bordered(q_mat, alpha, q, free, simplex)
+
+
+def _kkt_bordered(q_mat, alpha, q, free, simplex):
+    """:func:`_kkt` through the bordered (K + 1) x (K + 1) system of every instance (any device, singular blocks)."""
     n, k = q.shape
     m = k + 1 if simplex else k
     eye = torch.eye(k, dtype=q.dtype, device=q.device)
