@@ -7,8 +7,9 @@ program per cell and one quadratic program for the metagenes:
   L1 prior) or over the probability simplex ``x >= 0, sum(x) = 1``, with ``Q`` shared by all
   instances. :func:`batched_qp` solves these with the block principal pivoting active-set
   method (Kim & Park 2011; Judice & Pires 1994) extended by the simplex's equality
-  constraint: each pivot solves the KKT system of the current free set for all instances in
-  one batched linear solve, and the method stops when the KKT conditions hold, which for a
+  constraint: each pivot solves the KKT system of the current free set for all instances at
+  once (on the CPU a compiled loop that factors each free block by Cholesky, ``models._kkt``;
+  elsewhere one batched linear solve), and the method stops when the KKT conditions hold, which for a
   convex program is the exact optimum. Instances that do not settle within ``max_iter``
   pivots (rare, degenerate cases) finish with accelerated projected gradient.
 - ``min 0.5 tr(M A M^T) - tr(M^T B)`` with every column of ``M`` on the simplex:
