@@ -454,11 +454,10 @@ class _Fit:
                     if last - best[0] <= 1e-9 * (abs(best[0]) + 1):
                         break
                     last = best[0]
-        # Remove the mean (likelihood unchanged, prior smaller) of the best point; with the
-        # constraint, store the constrained matrix the loss was evaluated at.
+        # With the constraint, store the projected matrix: the loss was evaluated at it (comparing
+        # the two equal losses could reject it on rounding). Otherwise remove the mean of the best
+        # point (likelihood unchanged, prior smaller) unless that is worse.
         if self.neutral:
-            # The loss is evaluated at the projection, so the projected matrix is the point it
-            # scored (a comparison of the two losses could reject it on rounding alone).
             best[1] = neutral_projection(best[1], nu)
         else:
             cand = best[1] - best[1].mean()
