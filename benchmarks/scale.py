@@ -9,7 +9,7 @@ stays sparse), a squidpy Delaunay graph, then
   20,000 cells, five NMF alternations) and T iterations; the time per iteration is measured
   over the T iterations. "100 iterations" = initialisation + 100 x that time, an
   extrapolation from T measured iterations (labelled so in the table);
-- ``sf.tl.stanmf(adata, n_components=K, n_replicates=R, pca=False)``: the K sweep of R
+- ``sf.tl.stanmf(adata, n_factors=K, n_replicates=R, pca=False)``: the K sweep of R
   bootstrap replicates per K and the final fit, end to end.
 
 Every cell of the table is measured on this machine in one run except where it says
@@ -114,7 +114,7 @@ def stanmf_row(adata, ks: list[int], replicates: int, device: str) -> dict:
 
     t0 = time.perf_counter()
     with PeakRSS() as mem:
-        sf.tl.stanmf(adata, n_components=ks, n_replicates=replicates, pca=False, device=device)
+        sf.tl.stanmf(adata, n_factors=ks, n_replicates=replicates, pca=False, device=device)
     total = time.perf_counter() - t0
     return {
         "method": f"staNMF, K {ks[0]}-{ks[-1]} x {replicates} replicates + final fit",

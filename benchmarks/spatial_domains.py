@@ -64,7 +64,11 @@ EXCITATORY = {"eL2/3": "L2/3", "eL4": "L4", "eL5": "L5", "eL6-1": "L6", "eL6-2":
 
 
 class PeakRSS:
-    """Peak resident memory above the level at entry, sampled in a thread."""
+    """Peak resident memory above the level at entry, sampled in a thread.
+
+    The process and its child processes (joblib's workers) summed: memory they share (the data
+    joblib hands them as a memory map) counts once per process, so with workers this is an upper bound.
+    """
 
     def __enter__(self):
         import psutil
@@ -76,14 +80,25 @@ class PeakRSS:
         self._thread.start()
         return self
 
+    def _rss(self) -> int:
+        import psutil
+
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # a worker that has just exited
+                pass
+        return total
+
     def _sample(self):
         while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
         self.mb = (self.peak - self.base) / 2**20
 
 

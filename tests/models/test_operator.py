@@ -28,3 +28,45 @@ def test_streaming_products_match_the_aligned_copy():
     # Same compression up to rounding: the captured energy agrees.
     a, b = stream.compress(10), copy.compress(10)
     assert abs(a.relative_error(stream) - b.relative_error(copy)) < 1e-5
+
+
+def test_sparse_products_on_the_cpu_match_the_dense_ones():
+    import scipy.sparse as sp
+
+    x = sp.random(3000, 40, density=0.2, format="csr", dtype=np.float64, random_state=0)
+    sparse, dense = DataOperator(x, dtype="float64"), DataOperator(x.toarray(), dtype="float64")
+    assert sparse.sparse and sparse._xt is None  # no transposed copy kept on the CPU
+    assert np.shares_memory(sparse._csr.data, x.data)  # nor a copy in the working precision
+    m, r = torch.rand(40, 7, dtype=torch.float64), torch.rand(7, 3000, dtype=torch.float64)
+    torch.testing.assert_close(sparse.matmul(m), dense.matmul(m), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.rmatmul(r), dense.rmatmul(r), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.rmatmul(r[:, ::1].T.contiguous().T), dense.rmatmul(r), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.rmatmul_float64(r), dense.rmatmul_float64(r), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.times_xt(m.T.contiguous()), dense.times_xt(m.T.contiguous()))
+    buf = torch.empty(7, 3000, dtype=torch.float64)
+    assert sparse.times_xt(m.T.contiguous(), out=buf).data_ptr() == buf.data_ptr()  # the solver's buffer
+    torch.testing.assert_close(buf, dense.times_xt(m.T.contiguous()), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sparse.col_sq_norms, dense.col_sq_norms)
+    for out in (sparse.matmul(m), sparse.rmatmul(r)):  # aligned, like every torch buffer (MKL)
+        assert out.data_ptr() % 64 == 0 and out.dtype == torch.float64
+    # float32 working precision: a float32 copy, products in float32.
+    single = DataOperator(x, dtype="float32")
+    assert single._csr.dtype == np.float32 and single.rmatmul(r.float()).dtype == torch.float32
+    torch.testing.assert_close(single.rmatmul(r.float()).double(), dense.rmatmul(r), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_sparse_products_match_the_compiled_ones(monkeypatch):
+    # The torch CSR path is the one a GPU runs; here it runs on the CPU against the kernels.
+    import scipy.sparse as sp
+
+    x = sp.random(500, 30, density=0.3, format="csr", dtype=np.float64, random_state=1)
+    compiled = DataOperator(x, dtype="float64")
+    monkeypatch.setattr(DataOperator, "compiled_sparse", False)
+    torch_op = DataOperator(x, dtype="float64")
+    assert torch_op._csr is None and torch_op._xt is not None
+    m, r = torch.rand(30, 4, dtype=torch.float64), torch.rand(4, 500, dtype=torch.float64)
+    for name in ("matmul", "rmatmul_float64"):
+        arg = m if name == "matmul" else r
+        torch.testing.assert_close(getattr(torch_op, name)(arg), getattr(compiled, name)(arg))
+    torch.testing.assert_close(torch_op.rmatmul(r), compiled.rmatmul(r))
+    torch.testing.assert_close(torch_op.times_xt(m.T.contiguous()), compiled.times_xt(m.T.contiguous()))

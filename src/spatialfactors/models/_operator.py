@@ -13,7 +13,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import _sparse
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def to_tensor(a, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -71,6 +74,8 @@ class DataOperator:
     """
 
     _BLOCK = 4096  # rows per aligned block when streaming
+    #: Sparse products on the CPU through the compiled kernels (False: torch's CSR kernels, as on a GPU).
+    compiled_sparse = True
 
     def __init__(
         self,
@@ -84,14 +89,21 @@ class DataOperator:
         self.device = torch.device(device)
         self.shape = tuple(X.shape)
         self._stream = False
+        self._csr = None
         if sp.issparse(X):
             csr = sp.csr_matrix(X)
-            self._x = _to_torch_csr(csr, self.dtype, self.device)
-            self._xt = _to_torch_csr(csr.T.tocsr(), self.dtype, self.device)
-            self.sparse = True
             if not csr.has_canonical_format:  # duplicates would be squared apart
                 csr = csr.copy()
                 csr.sum_duplicates()
+            self.sparse = True
+            if self.device.type == "cpu" and self.compiled_sparse:
+                # Compiled kernels (models/_sparse.py) that stream X once per product into our
+                # buffers; no transposed copy of X is kept (a third of the memory of torch's pair).
+                self._csr = csr if csr.dtype == _NUMPY[self.dtype] else csr.astype(_NUMPY[self.dtype])
+                self._x = self._xt = None
+            else:
+                self._x = _to_torch_csr(csr, self.dtype, self.device)
+                self._xt = _to_torch_csr(csr.T.tocsr(), self.dtype, self.device)
             # Column sums in float64 whatever the storage type (float32 sums lose ~1e-5 at scale).
             values = csr.data.astype(np.float64)
             sq = np.bincount(csr.indices, weights=values * values, minlength=self.shape[1])
@@ -124,6 +136,10 @@ class DataOperator:
 
     def matmul(self, m: torch.Tensor) -> torch.Tensor:
         """``X @ m`` for ``m`` of shape (n_vars, c)."""
+        if self._csr is not None:
+            out = torch.empty((self.shape[0], m.shape[1]), dtype=self.dtype)
+            _sparse.x_times(self._csr, m.numpy(), out.numpy())
+            return out
         if self._stream:
             out = torch.empty((self.shape[0], m.shape[1]), dtype=self.dtype, device=self.device)
             for start, stop, block in self._blocks():
@@ -133,6 +149,8 @@ class DataOperator:
 
     def rmatmul(self, m: torch.Tensor) -> torch.Tensor:
         """``m @ X`` for ``m`` of shape (c, n_obs)."""
+        if self._csr is not None:
+            return self._csr_rmatmul(m, self.dtype)
         if self.sparse:
             return (self._xt @ m.T).T
         if self._stream:
@@ -150,6 +168,8 @@ class DataOperator:
         working precision's rounding would be magnified.
         """
         m = m.to(torch.float64)
+        if self._csr is not None:
+            return self._csr_rmatmul(m, torch.float64)
         if self.sparse:
             return (self._xt.to(torch.float64) @ m.T).T
         out = torch.zeros((m.shape[0], self.shape[1]), dtype=torch.float64, device=self.device)
@@ -158,8 +178,19 @@ class DataOperator:
             out += m[:, start:stop] @ self._x[start:stop].to(torch.float64)
         return out
 
+    def _csr_rmatmul(self, m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``m @ X`` through the compiled kernel, accumulated in ``dtype`` (the stored values are exact in it)."""
+        out_t = np.empty((self.shape[1], m.shape[0]), dtype=_NUMPY[dtype])
+        _sparse.xt_times(self._csr, m.to(dtype).numpy(), out_t)
+        return torch.empty((m.shape[0], self.shape[1]), dtype=dtype).copy_(torch.from_numpy(out_t).T)
+
     def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs), into ``out`` if given."""
+        if self._csr is not None:
+            if out is None:
+                out = torch.empty((m.shape[0], self.shape[0]), dtype=self.dtype)
+            _sparse.times_xt(self._csr, m.numpy(), out.numpy())
+            return out
         if self.sparse or self._stream:
             res = self.matmul(m.T).T
             return res.contiguous() if out is None else out.copy_(res)

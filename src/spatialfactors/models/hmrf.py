@@ -76,7 +76,7 @@ import scipy.sparse as sp
 import torch
 
 from ._logpartition import LogSimplexIntegral
-from ._operator import _to_torch_csr, resolve_dtype
+from ._operator import DataOperator, _to_torch_csr, resolve_dtype
 from ._progress import iteration_bar, relative_change, report_stop
 from ._threads import one_thread
 from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
@@ -249,10 +249,9 @@ class _Fit:
         if sp.issparse(y):
             y = sp.csr_matrix(y, dtype=np.float64)
             self.y_sq = float(y.multiply(y).sum())
-            self.y = _to_torch_csr(y, dtype, device)
-            self.yt = _to_torch_csr(y.T.tocsr(), dtype, device)
+            self.y = DataOperator(y, dtype=dtype, device=device)  # the products of staNMF's sparse data
         else:
-            self.y = self.yt = y
+            self.y = y
             self.y_sq = float((y.double() ** 2).sum())
         self._ym = (None, None)  # (M, y @ M): both X steps and the residual of an iteration share it
         self.n, self.g = y.shape
@@ -307,12 +306,16 @@ class _Fit:
     def y_m(self) -> torch.Tensor:
         """``y @ M`` for the current metagenes (computed once per ``M``)."""
         if self._ym[0] is not self.m:
-            self._ym = (self.m, self.y @ self.m)
+            self._ym = (self.m, self.y.matmul(self.m) if self.sparse else self.y @ self.m)
         return self._ym[1]
+
+    @property
+    def sparse(self) -> bool:
+        return isinstance(self.y, DataOperator)
 
     def y_t(self, x: torch.Tensor) -> torch.Tensor:
         """``y^T @ x``."""
-        return self.yt.T @ x if self.yt is self.y else self.yt @ x
+        return self.y.rmatmul(x.T).T if self.sparse else self.y.T @ x
 
     def rss(self) -> float:
         # ||y - X M^T||^2 = ||y||^2 - 2 <X, y M> + <X M^T M, X>: no N x G residual. Summed in
@@ -768,8 +771,9 @@ def fit_bytes(n_obs: int, n_vars: int, *, n_parallel: int = 0, nnz: int | None =
     """Peak memory (bytes) of :func:`fit_hmrf`, plus one fit per parallel stability replicate.
 
     Per fit: the data (dense float64: the input's copy, its rescaled copy and the tensor; sparse
-    with ``nnz`` stored values: the rescaled CSR matrix, its tensor and its transpose's, about
-    40 bytes per value), the cells x K working arrays and the active-set solver's systems for one
+    with ``nnz`` stored values: the rescaled CSR matrix, its tensor and its transpose's on a GPU,
+    about 40 bytes per value, an upper bound on the CPU, which keeps one working CSR copy), the
+    cells x K working arrays and the active-set solver's systems for one
     chunk of :data:`QP_CHUNK` cells.
 
     Examples

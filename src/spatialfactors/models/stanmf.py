@@ -49,12 +49,12 @@ def sweep_bytes(
     """Peak memory (bytes) of a staNMF fit or sweep up to ``n_components`` factors.
 
     The working copies of X (dense: the copy and its aligned copy; sparse, ``nnz`` given: CSR and
-    its transpose as torch tensors), with ``compress`` the compression ``Q B`` and its truncations
-    for the ``n_ks`` values of K; one batch of replicates with their dictionaries, every
-    replicate's dictionary kept for the instability (twice with the PCA comparator), the bootstrap
-    resamples (:func:`bootstrap_bytes`) and the instability's pairwise work
-    (:func:`~spatialfactors.models.stability.instability_bytes`), which grows with the square of
-    ``n_replicates``.
+    its transpose as torch tensors on a GPU, an upper bound on the CPU's one CSR copy), with
+    ``compress`` the compression ``Q B`` and its truncations for the ``n_ks`` values of K; one
+    batch of replicates with their dictionaries, every replicate's dictionary kept for the
+    instability (twice with the PCA comparator), the bootstrap resamples (:func:`bootstrap_bytes`)
+    and the instability's pairwise work (:func:`~spatialfactors.models.stability.instability_bytes`),
+    which grows with the square of ``n_replicates``.
 
     Examples
     --------
