@@ -249,7 +249,7 @@ class _Fit:
         if sp.issparse(y):
             y = sp.csr_matrix(y, dtype=np.float64)
             self.y_sq = float(y.multiply(y).sum())
-            self.y = DataOperator(y, dtype=dtype, device=device)  # the products of staNMF's sparse data
+            self.y = DataOperator(y, dtype=dtype, device=device)  # staNMF's sparse products (compiled on the CPU)
         else:
             self.y = y
             self.y_sq = float((y.double() ** 2).sum())
