@@ -138,7 +138,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
         col = "100 iterations, s" if method == "SpiceMix" else "seconds"
         label = "SpiceMix, init + 100 iterations" if method == "SpiceMix" else method
         if method == "SpiceMix" and (rows["100 it."] == "extrapolated").any():
-            label += " (extrapolated)"
+            label += " (extrapolated)" if (rows["100 it."] == "extrapolated").all() else " (partly extrapolated)"
         axes[0].loglog(rows["cells"], rows[col], "o-", label=label)
         axes[1].loglog(rows["cells"], rows["peak MB"].clip(lower=1), "o-", label=label)
     axes[0].axhline(3600, color="grey", ls=":", lw=1)
