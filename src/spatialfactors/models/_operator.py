@@ -167,9 +167,9 @@ class DataOperator:
         For quantities that cancel, such as the reconstruction error from products, where the
         working precision's rounding would be magnified.
         """
-        m = m.to(torch.float64)
         if self._csr is not None:
             return self._csr_rmatmul(m, torch.float64)
+        m = m.to(torch.float64)
         if self.sparse:
             return (self._xt.to(torch.float64) @ m.T).T
         out = torch.zeros((m.shape[0], self.shape[1]), dtype=torch.float64, device=self.device)
@@ -180,9 +180,9 @@ class DataOperator:
 
     def _csr_rmatmul(self, m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``m @ X`` through the compiled kernel, accumulated in ``dtype`` (the stored values are exact in it)."""
-        out_t = np.empty((self.shape[1], m.shape[0]), dtype=_NUMPY[dtype])
-        _sparse.xt_times(self._csr, m.to(dtype).numpy(), out_t)
-        return torch.empty((m.shape[0], self.shape[1]), dtype=dtype).copy_(torch.from_numpy(out_t).T)
+        out_t = torch.empty((self.shape[1], m.shape[0]), dtype=dtype)
+        _sparse.xt_times(self._csr, m.to(dtype).numpy(), out_t.numpy())
+        return out_t.T.contiguous()
 
     def times_xt(self, m: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``m @ X^T`` for ``m`` of shape (c, n_vars), contiguous (c, n_obs), into ``out`` if given."""
