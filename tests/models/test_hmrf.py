@@ -112,6 +112,16 @@ def _fit(y, a, k, *, neutral):
     )
 
 
+def _initialised_fit(y, a):
+    """A neutral fit with K = 3 after one round of the initialisation (states, metagenes, noise)."""
+    fit = _fit(y, a, 3, neutral=True)
+    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
+    fit.x_plain()
+    fit.m_step()
+    fit.sigma_step()
+    return fit
+
+
 @pytest.mark.parametrize("neutral", [False, True])
 def test_every_update_decreases_its_objective(small_tissue, neutral):
     y, a, _, _ = small_tissue
@@ -287,11 +297,7 @@ def test_prior_from_data_steps_solve_their_programs(small_tissue):
     # exact minimiser of its program with the neighbours' data-only states (checked against cvxpy,
     # one program per cell, from the same S and states; cvxpy's accuracy as in the test above).
     y, a, _, _ = small_tissue
-    fit = _fit(y, a, 3, neutral=True)
-    fit.m = torch.tensor(_initial_metagenes(y, 3, 0))
-    fit.x_plain()
-    fit.m_step()
-    fit.sigma_step()
+    fit = _initialised_fit(y, a)
     own = fit.data_states()[1]
     fit.affinity_step("lbfgs", 200, 1e-2, own)
     z, nu = own[fit.has_nb], (fit.adj @ own)[fit.has_nb]
@@ -381,3 +387,32 @@ def test_affinity_on_a_subset_of_cells_estimates_the_same_affinity(small_tissue,
     assert float(torch.corrcoef(torch.stack([s_full, s_half]))[0, 1]) > 0.95
     # the subset's loss is on the scale of the full one (weighted), so lambda_sigma means the same
     assert half.affinity_loss() == pytest.approx(full.affinity_loss(), rel=0.05)
+
+
+def test_affinity_steps_at_the_default_budget_reach_each_optimum(small_tissue):
+    # The affinity step keeps its curvature estimate across iterations (models._quasinewton), so its
+    # default budget of 10 evaluations reaches the minimiser of every iteration's L(S): checked
+    # against a fresh, long quasi-Newton run on the same states, over several iterations.
+    from spatialfactors.models._quasinewton import InverseHessian, minimize
+
+    y, a, _, _ = small_tissue
+    fit = _initialised_fit(y, a)
+    for _ in range(6):
+        own = fit.data_states()[1]
+        z, nu = own[fit.has_nb], (fit.adj @ own)[fit.has_nb]
+
+        def value_grad(s, z=z, nu=nu):
+            s = s.detach().requires_grad_(True)
+            loss = fit._affinity_loss(s, z, nu)
+            (grad,) = torch.autograd.grad(loss, s)
+            return float(loss.detach()), 0.5 * (grad + grad.T)
+
+        ref, ref_loss, _ = minimize(value_grad, fit.affinity, InverseHessian(), max_evals=2000, ftol=1e-16)
+        ref = neutral_projection(ref, nu)
+        fit.affinity_step("lbfgs", 10, 1e-2, own)
+        loss = float(fit._affinity_loss(fit.affinity, z, nu))
+        assert loss - ref_loss <= 1e-9 * abs(ref_loss)
+        assert float(torch.linalg.norm(fit.affinity - ref)) <= 1e-3 * float(torch.linalg.norm(ref))
+        fit.x_map(own)
+        fit.m_step()
+        fit.sigma_step()

@@ -165,3 +165,34 @@ def test_compiled_kkt_hands_singular_blocks_to_the_bordered_path():
     assert torch.isfinite(x).all() and torch.isfinite(grad).all()
     torch.testing.assert_close(x.sum(1), torch.ones(2, dtype=torch.float64))
     assert x[1].tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_dual_hessian_equals_the_batched_inverse(dtype):
+    """The metagene step's Hessian, sum_g P_F A_FF^-1 P_F, from one Cholesky per free block (CPU)."""
+    from spatialfactors.models._kkt import free_inverse_sum
+
+    rng = np.random.default_rng(5)
+    q_mat, _, _ = _problem(rng, k=12, collinear=False)
+    a = torch.tensor(q_mat, dtype=dtype)
+    free = torch.tensor(rng.random((300, 12)) < 0.6)
+    free[:20] = False  # rows without a free variable add nothing
+    ours = torch.from_numpy(free_inverse_sum(a.numpy(), free.numpy()))
+    ff = free[:, :, None] & free[:, None, :]
+    blocks = torch.where(ff, a, 0.0) + torch.eye(12, dtype=dtype) * (~free)[:, :, None]
+    ref = (torch.linalg.inv(blocks.double()) * ff).sum(0)
+    tol = 1000 * torch.finfo(dtype).eps  # two backward-stable inverses, cond(A) ~ 100
+    assert float((ours.double() - ref).abs().max()) <= tol * float(ref.abs().max())
+    torch.testing.assert_close(ours, ours.T, rtol=0, atol=0)  # exactly symmetric
+
+
+def test_dual_hessian_with_a_singular_block_uses_the_batched_inverse():
+    from spatialfactors.models._kkt import free_inverse_sum
+    from spatialfactors.models.qp import _dual_hessian
+
+    # The second free block is positive definite but below the kernel's pivot threshold (K eps).
+    a = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0 + 4e-16]], dtype=torch.float64)
+    free = torch.tensor([[True, False, False], [False, True, True]])
+    assert free_inverse_sum(a.numpy(), free.numpy()) is None
+    out = _dual_hessian(a, free, torch.eye(3, dtype=torch.float64))
+    assert bool(torch.isfinite(out).all()) and float(out[0, 0]) == 0.5

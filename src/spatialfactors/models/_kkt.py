@@ -113,3 +113,69 @@ def kkt(q_mat: np.ndarray, alpha: np.ndarray, q: np.ndarray, free: np.ndarray, s
     q_mat = np.ascontiguousarray(q_mat, dtype=q.dtype)
     _kkt_kernel(q_mat, np.ascontiguousarray(alpha, dtype=q.dtype), np.ascontiguousarray(q), free, simplex, x, grad, ok)
     return x, grad, ok
+
+
+@numba.njit(cache=True, nogil=True)
+def _free_inverse_sum_kernel(a, free, out):  # pragma: no cover - compiled
+    g, k = free.shape
+    idx = np.empty(k, np.int64)
+    low = np.empty((k, k), a.dtype)
+    inv = np.empty((k, k), a.dtype)
+    tiny = k * np.finfo(a.dtype).eps
+    for i in range(k):
+        for j in range(k):
+            out[i, j] = 0.0
+    for r in range(g):
+        m = 0
+        for j in range(k):
+            if free[r, j]:
+                idx[m] = j
+                m += 1
+        # Cholesky of A_FF (lower), then its inverse column by column.
+        for p in range(m):
+            for q in range(p + 1):
+                s = a[idx[p], idx[q]]
+                for c in range(q):
+                    s -= low[p, c] * low[q, c]
+                if p == q:
+                    if not s > tiny * a[idx[p], idx[p]]:
+                        return False
+                    low[p, p] = math.sqrt(s)
+                else:
+                    low[p, q] = s / low[q, q]
+        # A_FF^-1 = W^T W with W = L^-1 (lower triangular), column by column of W.
+        for col in range(m):
+            inv[col, col] = 1.0 / low[col, col]
+            for p in range(col + 1, m):
+                t = 0.0
+                for c in range(col, p):
+                    t -= low[p, c] * inv[c, col]
+                inv[p, col] = t / low[p, p]
+        for p in range(m):  # lower triangle of W^T W; the upper one is filled at the end
+            for q in range(p + 1):
+                t = 0.0
+                for c in range(p, m):
+                    t += inv[c, p] * inv[c, q]
+                out[idx[p], idx[q]] += t
+    for i in range(k):
+        for j in range(i):
+            out[j, i] = out[i, j]
+    return True
+
+
+def free_inverse_sum(a: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+    """``sum_g P_F A_FF^-1 P_F`` over the rows ``g`` of ``free`` (G x K), ``F`` each row's free set.
+
+    One Cholesky factor of each free block; ``None`` when a block is not numerically positive
+    definite (the caller's batched inverse handles it).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models._kkt import free_inverse_sum
+    >>> free_inverse_sum(2 * np.eye(2), np.array([[True, False], [True, True]])).tolist()
+    [[1.0, 0.0], [0.0, 0.5]]
+    """
+    out = np.empty((free.shape[1], free.shape[1]), a.dtype)
+    ok = _free_inverse_sum_kernel(np.ascontiguousarray(a), np.ascontiguousarray(free), out)
+    return out if ok else None
