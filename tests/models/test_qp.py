@@ -196,3 +196,50 @@ def test_dual_hessian_with_a_singular_block_uses_the_batched_inverse():
     assert free_inverse_sum(a.numpy(), free.numpy()) is None
     out = _dual_hessian(a, free, torch.eye(3, dtype=torch.float64))
     assert bool(torch.isfinite(out).all()) and float(out[0, 0]) == 0.5
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("warm", [False, True])
+def test_compiled_active_set_makes_the_same_pivots(simplex, dtype, warm):
+    """The CPU loop (one instance at a time) gives the batched torch loop's minimisers bit for bit."""
+    from spatialfactors.models._kkt import active_set
+    from spatialfactors.models.qp import _active_set
+
+    rng = np.random.default_rng(6)
+    q_mat, alpha, q = (torch.tensor(a, dtype=dtype) for a in _problem(rng, n=2000, k=12))
+    free = torch.tensor(rng.random((2000, 12)) < 0.5) if warm else torch.ones(2000, 12, dtype=torch.bool)
+    free[:, 0] |= simplex  # the simplex's free set is never empty
+    eps = torch.finfo(dtype).eps ** 0.75
+    scale = q.abs().amax(1) + alpha * q_mat.abs().max()
+    ref, unsettled = _active_set(q_mat, alpha, q, free, scale, simplex, eps, 60)
+    arrays = (q_mat.numpy(), alpha.numpy(), q.numpy(), free.numpy().copy())
+    x, status = active_set(*arrays, simplex, scale.numpy(), eps, 60)
+    assert len(unsettled) == 0 and (status == 0).all()
+    assert torch.equal(torch.from_numpy(x), ref)
+
+
+@pytest.mark.parametrize("simplex", [False, True])
+@pytest.mark.parametrize("case", ["singular block", "out of pivots"])
+def test_batched_qp_finishes_what_the_compiled_loop_leaves(simplex, case):
+    """Instances with a singular free block (the bordered systems) or out of pivots (projected gradient)."""
+    from spatialfactors.models._kkt import active_set
+
+    rng = np.random.default_rng(7)
+    m = rng.random((30, 4))
+    if case == "singular block":
+        m[:, 1] = m[:, 0]  # two identical metagenes: Q singular, every block holding both is too
+    max_iter, status_left = (20, 2) if case == "singular block" else (1, 1)
+    q_mat = torch.tensor(m.T @ m)
+    q = torch.tensor(rng.normal(size=(200, 4)) * 4)
+    alpha = torch.tensor(rng.random(200) + 0.5)
+    scale = (q.abs().amax(1) + alpha * q_mat.abs().max()).numpy()
+    free = np.ones((200, 4), bool)
+    _, status = active_set(q_mat.numpy(), alpha.numpy(), q.numpy(), free, simplex, scale, 1e-12, max_iter)
+    assert (status == status_left).any()  # the case happens
+    ref = batched_qp_cvxpy(q_mat.numpy(), alpha.numpy(), q.numpy(), simplex=simplex)
+    f_ref = _objective(q_mat.numpy(), alpha.numpy(), q.numpy(), ref)
+    out = batched_qp(q_mat, alpha, q, simplex=simplex, max_iter=max_iter).numpy()
+    assert np.isfinite(out).all() and (out >= 0).all()
+    f = _objective(q_mat.numpy(), alpha.numpy(), q.numpy(), out)
+    assert ((f - f_ref) / np.maximum(np.abs(f_ref), 1e-12)).max() < 1e-6

@@ -15,6 +15,10 @@ kernel factors the free block only, in one compiled loop over the instances.
 An instance whose free block is not numerically positive definite (a pivot below ``K eps`` of its
 diagonal, e.g. collinear metagenes) is flagged and left to the torch path, which handles singular
 systems.
+
+Also compiled here: the whole pivoting loop of ``batched_qp``, one instance at a time
+(:func:`active_set`; the batched torch loop's tensor operations per pivot were half of its time at
+K = 20), and the metagene step's dual Hessian, ``sum_g P_F A_FF^-1 P_F`` (:func:`free_inverse_sum`).
 """
 
 from __future__ import annotations
@@ -26,73 +30,177 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+def _solve_free(q_mat, al, qi, fi, simplex, idx, low, s0, s1, xi, gi):  # pragma: no cover - compiled
+    """One instance: ``x`` (``xi``) and gradient (``gi``) on the free set ``fi``; False if not positive definite."""
+    k = qi.shape[0]
+    tiny = k * np.finfo(qi.dtype).eps
+    m = 0
+    for j in range(k):
+        xi[j] = 0.0
+        if fi[j]:
+            idx[m] = j
+            m += 1
+    # Cholesky of alpha_i Q_FF (lower), row by row.
+    for a in range(m):
+        for b in range(a + 1):
+            s = al * q_mat[idx[a], idx[b]]
+            for c in range(b):
+                s -= low[a, c] * low[b, c]
+            if a == b:
+                if not s > tiny * al * q_mat[idx[a], idx[a]]:
+                    return False
+                low[a, a] = math.sqrt(s)
+            else:
+                low[a, b] = s / low[b, b]
+    # Solve L L^T s0 = -q_F and L L^T s1 = 1.
+    for a in range(m):
+        t0 = -qi[idx[a]]
+        t1 = 1.0
+        for c in range(a):
+            t0 -= low[a, c] * s0[c]
+            t1 -= low[a, c] * s1[c]
+        s0[a] = t0 / low[a, a]
+        s1[a] = t1 / low[a, a]
+    for a in range(m - 1, -1, -1):
+        t0 = s0[a]
+        t1 = s1[a]
+        for c in range(a + 1, m):
+            t0 -= low[c, a] * s0[c]
+            t1 -= low[c, a] * s1[c]
+        s0[a] = t0 / low[a, a]
+        s1[a] = t1 / low[a, a]
+    mu = 0.0
+    if simplex:
+        num = 1.0
+        den = 0.0
+        for a in range(m):
+            num -= s0[a]
+            den += s1[a]
+        mu = num / den
+    for a in range(m):
+        xi[idx[a]] = s0[a] + mu * s1[a]
+    # Gradient alpha_i Q x + q - mu over all K coordinates (x is zero off F).
+    for j in range(k):
+        g = 0.0
+        for a in range(m):
+            g += q_mat[j, idx[a]] * xi[idx[a]]
+        gi[j] = al * g + qi[j] - mu
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _kkt_kernel(q_mat, alpha, q, free, simplex, x_out, grad_out, ok_out):  # pragma: no cover - compiled
     n, k = q.shape
     idx = np.empty(k, np.int64)
     low = np.empty((k, k), q.dtype)
     s0 = np.empty(k, q.dtype)
     s1 = np.empty(k, q.dtype)
-    tiny = k * np.finfo(q.dtype).eps
     for i in range(n):
-        m = 0
-        for j in range(k):
-            x_out[i, j] = 0.0
-            if free[i, j]:
-                idx[m] = j
-                m += 1
-        al = alpha[i]
-        ok = True
-        # Cholesky of alpha_i Q_FF (lower), row by row.
-        for a in range(m):
-            for b in range(a + 1):
-                s = al * q_mat[idx[a], idx[b]]
-                for c in range(b):
-                    s -= low[a, c] * low[b, c]
-                if a == b:
-                    if not s > tiny * al * q_mat[idx[a], idx[a]]:
-                        ok = False
-                        break
-                    low[a, a] = math.sqrt(s)
-                else:
-                    low[a, b] = s / low[b, b]
-            if not ok:
-                break
-        ok_out[i] = ok
-        if not ok:
-            continue
-        # Solve L L^T s0 = -q_F and L L^T s1 = 1.
-        for a in range(m):
-            t0 = -q[i, idx[a]]
-            t1 = 1.0
-            for c in range(a):
-                t0 -= low[a, c] * s0[c]
-                t1 -= low[a, c] * s1[c]
-            s0[a] = t0 / low[a, a]
-            s1[a] = t1 / low[a, a]
-        for a in range(m - 1, -1, -1):
-            t0 = s0[a]
-            t1 = s1[a]
-            for c in range(a + 1, m):
-                t0 -= low[c, a] * s0[c]
-                t1 -= low[c, a] * s1[c]
-            s0[a] = t0 / low[a, a]
-            s1[a] = t1 / low[a, a]
-        mu = 0.0
+        ok_out[i] = _solve_free(q_mat, alpha[i], q[i], free[i], simplex, idx, low, s0, s1, x_out[i], grad_out[i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _argmin(v):  # pragma: no cover - compiled
+    """Index of the first smallest entry (as torch's argmin)."""
+    best = 0
+    for j in range(1, v.shape[0]):
+        if v[j] < v[best]:
+            best = j
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _active_set_kernel(q_mat, alpha, q, free, simplex, scale, eps, max_iter, x_out, status):  # pragma: no cover
+    n, k = q.shape
+    idx = np.empty(k, np.int64)
+    low = np.empty((k, k), q.dtype)
+    s0 = np.empty(k, q.dtype)
+    s1 = np.empty(k, q.dtype)
+    x = np.empty(k, q.dtype)
+    grad = np.empty(k, q.dtype)
+    viol = np.empty(k, np.bool_)
+    for i in range(n):
+        fi = free[i]
         if simplex:
-            num = 1.0
-            den = 0.0
-            for a in range(m):
-                num -= s0[a]
-                den += s1[a]
-            mu = num / den
-        for a in range(m):
-            x_out[i, idx[a]] = s0[a] + mu * s1[a]
-        # Gradient alpha_i Q x + q - mu over all K coordinates (x is zero off F).
-        for j in range(k):
-            g = 0.0
-            for a in range(m):
-                g += q_mat[j, idx[a]] * x_out[i, idx[a]]
-            grad_out[i, j] = al * g + q[i, j] - mu
+            empty = True
+            for j in range(k):
+                empty = empty and not fi[j]
+            if empty:
+                fi[_argmin(q[i])] = True
+        best = k + 1
+        backup = 3
+        status[i] = 1  # not settled within max_iter pivots
+        for _ in range(max_iter):
+            if not _solve_free(q_mat, alpha[i], q[i], fi, simplex, idx, low, s0, s1, x, grad):
+                status[i] = 2  # a free block that is not positive definite
+                break
+            tol = eps[0] * scale[i]  # in the data's precision, as the torch path
+            nv = 0
+            last = -1
+            for j in range(k):
+                viol[j] = (fi[j] and x[j] < -tol) or (not fi[j] and grad[j] < -tol)
+                if viol[j]:
+                    nv += 1
+                    last = j
+            if nv == 0:
+                for j in range(k):
+                    x_out[i, j] = x[j]
+                status[i] = 0
+                break
+            # Block principal pivoting: exchange every infeasible variable while their number
+            # drops (or for three more tries); otherwise only the last one (finite termination).
+            improve = nv < best
+            if improve:
+                best = nv
+                backup = 3
+            else:
+                backup -= 1
+            if improve or backup >= 0:
+                for j in range(k):
+                    fi[j] = fi[j] != viol[j]
+            else:
+                fi[last] = not fi[last]
+            if simplex:
+                empty = True
+                for j in range(k):
+                    empty = empty and not fi[j]
+                if empty:
+                    fi[_argmin(grad)] = True
+
+
+def active_set(q_mat, alpha, q, free, simplex: bool, scale, eps: float, max_iter: int):
+    """Run the block principal pivoting of :func:`~spatialfactors.models.qp.batched_qp`, one instance at a time.
+
+    Returns ``(x, status)``: ``status`` 0 solved, 1 not settled within ``max_iter`` pivots, 2 a free
+    block that is not numerically positive definite (both left to the caller). ``free`` (the
+    starting free sets) is overwritten.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models._kkt import active_set
+    >>> x, status = active_set(
+    ...     np.eye(2), np.ones(1), np.array([[-1.0, 1.0]]), np.ones((1, 2), bool), False, np.ones(1), 1e-12, 10
+    ... )
+    >>> x.tolist(), status.tolist()
+    ([[1.0, 0.0]], [0])
+    """
+    n, k = q.shape
+    x = np.zeros((n, k), q.dtype)
+    status = np.empty(n, np.int64)
+    _active_set_kernel(
+        np.ascontiguousarray(q_mat, dtype=q.dtype),
+        np.ascontiguousarray(alpha, dtype=q.dtype),
+        np.ascontiguousarray(q),
+        free,
+        simplex,
+        np.ascontiguousarray(scale, dtype=q.dtype),
+        np.array([eps], q.dtype),
+        max_iter,
+        x,
+        status,
+    )
+    return x, status
 
 
 def kkt(q_mat: np.ndarray, alpha: np.ndarray, q: np.ndarray, free: np.ndarray, simplex: bool):

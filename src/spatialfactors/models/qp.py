@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._kkt import free_inverse_sum, kkt
+from ._kkt import active_set, free_inverse_sum, kkt
 
 
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
@@ -130,6 +130,43 @@ def _pgd(q_mat, alpha, q, x, simplex, n_iter=5000, rtol=1e-12):
     return x
 
 
+def _active_set(q_mat, al, qs, free, scale, simplex, eps, max_iter):
+    """Block principal pivoting on the whole batch (any device); returns the minimisers and the unsettled rows."""
+    n, k = qs.shape
+    free = free.clone()
+    best = torch.full((n,), k + 1, device=qs.device)
+    backup = torch.full((n,), 3, device=qs.device)
+    active = torch.arange(n, device=qs.device)
+    result = torch.zeros_like(qs)
+    for _ in range(max_iter):
+        x, grad = _kkt(q_mat, al[active], qs[active], free[active], simplex)
+        tol = eps * scale[active][:, None]
+        viol = (free[active] & (x < -tol)) | (~free[active] & (grad < -tol))
+        nv = viol.sum(1)
+        done = nv == 0
+        result[active[done]] = x[done]
+        keep = ~done
+        active, viol, nv, grad = active[keep], viol[keep], nv[keep], grad[keep]
+        if len(active) == 0:
+            break
+        # Block principal pivoting: exchange every infeasible variable while their number
+        # drops (or for three more tries); otherwise only the last one (finite termination).
+        fr = free[active]
+        improve = nv < best[active]
+        best[active] = torch.where(improve, nv, best[active])
+        backup[active] = torch.where(improve, 3, backup[active] - (~improve).to(backup.dtype))
+        full = improve | (backup[active] >= 0)
+        last = k - 1 - viol.flip(1).to(torch.int64).argmax(1)
+        single = torch.nn.functional.one_hot(last, k).bool()
+        fr = fr ^ torch.where(full[:, None], viol, single)
+        if simplex:
+            empty = ~fr.any(1)
+            if empty.any():
+                fr[empty] = torch.nn.functional.one_hot(grad[empty].argmin(1), k).bool()
+        free[active] = fr
+    return result, active
+
+
 def batched_qp(
     q_mat: torch.Tensor,
     alpha: torch.Tensor,
@@ -191,36 +228,20 @@ def batched_qp(
     if simplex:
         empty = ~free.any(1)
         free[empty] = torch.nn.functional.one_hot(qs[empty].argmin(1), k).bool()
-    best = torch.full((len(rows),), k + 1, device=q.device)
-    backup = torch.full((len(rows),), 3, device=q.device)
-    active = torch.arange(len(rows), device=q.device)
-    result = torch.zeros_like(qs)
-    for _ in range(max_iter):
-        x, grad = _kkt(q_mat, al[active], qs[active], free[active], simplex)
-        tol = eps * scale[active][:, None]
-        viol = (free[active] & (x < -tol)) | (~free[active] & (grad < -tol))
-        nv = viol.sum(1)
-        done = nv == 0
-        result[active[done]] = x[done]
-        keep = ~done
-        active, viol, nv, grad = active[keep], viol[keep], nv[keep], grad[keep]
-        if len(active) == 0:
-            break
-        # Block principal pivoting: exchange every infeasible variable while their number
-        # drops (or for three more tries); otherwise only the last one (finite termination).
-        fr = free[active]
-        improve = nv < best[active]
-        best[active] = torch.where(improve, nv, best[active])
-        backup[active] = torch.where(improve, 3, backup[active] - (~improve).to(backup.dtype))
-        full = improve | (backup[active] >= 0)
-        last = k - 1 - viol.flip(1).to(torch.int64).argmax(1)
-        single = torch.nn.functional.one_hot(last, k).bool()
-        fr = fr ^ torch.where(full[:, None], viol, single)
-        if simplex:
-            empty = ~fr.any(1)
-            if empty.any():
-                fr[empty] = torch.nn.functional.one_hot(grad[empty].argmin(1), k).bool()
-        free[active] = fr
+    if q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+        # Compiled: the same pivots one instance at a time (models._kkt), without the tensor
+        # operations over the batch at every pivot; what it cannot finish takes the paths below.
+        arrays = (q_mat.numpy(), al.numpy(), qs.numpy(), free.numpy().copy())
+        x, status = active_set(*arrays, simplex, scale.numpy(), eps, max_iter)
+        result = torch.from_numpy(x)
+        active = torch.from_numpy(np.flatnonzero(status == 1))
+        retry = torch.from_numpy(np.flatnonzero(status == 2))
+        if len(retry):  # a free block that is not positive definite: the bordered systems
+            sub = (al[retry], qs[retry], free[retry], scale[retry])
+            result[retry], unsettled = _active_set(q_mat, *sub, simplex, eps, max_iter)
+            active = torch.cat([active, retry[unsettled]])
+    else:
+        result, active = _active_set(q_mat, al, qs, free, scale, simplex, eps, max_iter)
     if len(active):
         start = result[active] if x0 is None else x0[rows][active]
         start = project_simplex(start) if simplex else start.clamp_min(0)
