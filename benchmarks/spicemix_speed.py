@@ -104,6 +104,9 @@ def _measure_ours(args: dict) -> dict:
     from spatialfactors.models.hmrf import fit_hmrf
 
     y, a, groups, labels, k = _load(args["data"], args.get("npz"))
+    # Warm-up (as the reference's --warmup): one iteration, so that numba's compilation or cache
+    # loading of the kernels is not timed.
+    fit_hmrf(y, a, k, groups=groups, max_iter=1, tol=None, lambda_sigma=args["lambda_sigma"], init_iter=1)
     t0 = time.perf_counter()
     labels0 = args.get("init_labels")
     res = fit_hmrf(
