@@ -30,28 +30,38 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
+def _cholesky(a, al, idx, m, low):  # pragma: no cover - compiled
+    """Lower Cholesky factor of ``al * a[F, F]`` (``F = idx[:m]``) into ``low``, row by row.
+
+    False when a pivot is not above ``K eps`` of its diagonal (not numerically positive definite).
+    """
+    tiny = a.shape[0] * np.finfo(a.dtype).eps
+    for p in range(m):
+        for q in range(p + 1):
+            s = al * a[idx[p], idx[q]]
+            for c in range(q):
+                s -= low[p, c] * low[q, c]
+            if p == q:
+                if not s > tiny * al * a[idx[p], idx[p]]:
+                    return False
+                low[p, p] = math.sqrt(s)
+            else:
+                low[p, q] = s / low[q, q]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
 def _solve_free(q_mat, al, qi, fi, simplex, idx, low, s0, s1, xi, gi):  # pragma: no cover - compiled
     """One instance: ``x`` (``xi``) and gradient (``gi``) on the free set ``fi``; False if not positive definite."""
     k = qi.shape[0]
-    tiny = k * np.finfo(qi.dtype).eps
     m = 0
     for j in range(k):
         xi[j] = 0.0
         if fi[j]:
             idx[m] = j
             m += 1
-    # Cholesky of alpha_i Q_FF (lower), row by row.
-    for a in range(m):
-        for b in range(a + 1):
-            s = al * q_mat[idx[a], idx[b]]
-            for c in range(b):
-                s -= low[a, c] * low[b, c]
-            if a == b:
-                if not s > tiny * al * q_mat[idx[a], idx[a]]:
-                    return False
-                low[a, a] = math.sqrt(s)
-            else:
-                low[a, b] = s / low[b, b]
+    if not _cholesky(q_mat, al, idx, m, low):
+        return False
     # Solve L L^T s0 = -q_F and L L^T s1 = 1.
     for a in range(m):
         t0 = -qi[idx[a]]
@@ -120,13 +130,7 @@ def _active_set_kernel(q_mat, alpha, q, free, simplex, scale, eps, max_iter, x_o
     grad = np.empty(k, q.dtype)
     viol = np.empty(k, np.bool_)
     for i in range(n):
-        fi = free[i]
-        if simplex:
-            empty = True
-            for j in range(k):
-                empty = empty and not fi[j]
-            if empty:
-                fi[_argmin(q[i])] = True
+        fi = free[i]  # never empty on the simplex (the caller's start, kept so below)
         best = k + 1
         backup = 3
         status[i] = 1  # not settled within max_iter pivots
@@ -160,12 +164,8 @@ def _active_set_kernel(q_mat, alpha, q, free, simplex, scale, eps, max_iter, x_o
                     fi[j] = fi[j] != viol[j]
             else:
                 fi[last] = not fi[last]
-            if simplex:
-                empty = True
-                for j in range(k):
-                    empty = empty and not fi[j]
-                if empty:
-                    fi[_argmin(grad)] = True
+            if simplex and not fi.any():
+                fi[_argmin(grad)] = True
 
 
 def active_set(q_mat, alpha, q, free, simplex: bool, scale, eps: float, max_iter: int):
@@ -173,7 +173,7 @@ def active_set(q_mat, alpha, q, free, simplex: bool, scale, eps: float, max_iter
 
     Returns ``(x, status)``: ``status`` 0 solved, 1 not settled within ``max_iter`` pivots, 2 a free
     block that is not numerically positive definite (both left to the caller). ``free`` (the
-    starting free sets) is overwritten.
+    starting free sets, none empty on the simplex) is overwritten.
 
     Examples
     --------
@@ -229,7 +229,6 @@ def _free_inverse_sum_kernel(a, free, out):  # pragma: no cover - compiled
     idx = np.empty(k, np.int64)
     low = np.empty((k, k), a.dtype)
     inv = np.empty((k, k), a.dtype)
-    tiny = k * np.finfo(a.dtype).eps
     for i in range(k):
         for j in range(k):
             out[i, j] = 0.0
@@ -239,18 +238,8 @@ def _free_inverse_sum_kernel(a, free, out):  # pragma: no cover - compiled
             if free[r, j]:
                 idx[m] = j
                 m += 1
-        # Cholesky of A_FF (lower), then its inverse column by column.
-        for p in range(m):
-            for q in range(p + 1):
-                s = a[idx[p], idx[q]]
-                for c in range(q):
-                    s -= low[p, c] * low[q, c]
-                if p == q:
-                    if not s > tiny * a[idx[p], idx[p]]:
-                        return False
-                    low[p, p] = math.sqrt(s)
-                else:
-                    low[p, q] = s / low[q, q]
+        if not _cholesky(a, 1.0, idx, m, low):
+            return False
         # A_FF^-1 = W^T W with W = L^-1 (lower triangular), column by column of W.
         for col in range(m):
             inv[col, col] = 1.0 / low[col, col]
