@@ -12,6 +12,7 @@ from spatialfactors.models.hmrf import (
     colour_classes,
     fit_hmrf,
     log_simplex_integral,
+    log_simplex_integral_torch,
     neutral_projection,
 )
 
@@ -387,6 +388,58 @@ def test_affinity_on_a_subset_of_cells_estimates_the_same_affinity(small_tissue,
     assert float(torch.corrcoef(torch.stack([s_full, s_half]))[0, 1]) > 0.95
     # the subset's loss is on the scale of the full one (weighted), so lambda_sigma means the same
     assert half.affinity_loss() == pytest.approx(full.affinity_loss(), rel=0.05)
+
+
+@pytest.mark.parametrize("neutral", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_affinity_gradient_in_closed_form_matches_autograd(neutral, dtype):
+    # On the CPU the affinity step takes d log C / d eta from the kernel and forms the gradient
+    # (through the neutral projection's adjoint) by hand; autograd through the torch log-partition
+    # and the projection is the reference. The two differ only by rounding.
+    rng = np.random.default_rng(3)
+    n, k = 200, 5
+    a = sp.random(n, n, density=0.03, random_state=4)
+    a = ((a + a.T) > 0).astype(float)
+    fit = _Fit(torch.tensor(rng.random((n, 8)), dtype=dtype), a, k, lambda_x=1.0, lambda_sigma=1e-2,
+               solver="fast", dtype=dtype, device="cpu", neutral=neutral)  # fmt: skip
+    z = torch.tensor(rng.dirichlet(np.ones(k), n), dtype=dtype)
+    nu = torch.tensor(a @ z.double().numpy(), dtype=dtype)
+    s = torch.tensor(rng.normal(size=(k, k)) * 4, dtype=torch.float64)
+    s = (s + s.T).to(dtype)
+    value, grad = fit._affinity_value_grad(s, z, nu, 1.7)
+
+    t = s.double().requires_grad_(True)
+    zd, nud = z.double(), nu.double()
+    aff = neutral_projection(t, nud) if neutral else t
+    eta = nud @ aff
+    loss = 1.7 * ((zd * eta).sum() + log_simplex_integral_torch(eta).sum()) / fit.n_edges + 1e-2 * (aff**2).sum()
+    (want,) = torch.autograd.grad(loss, t)
+    want = 0.5 * (want + want.T)
+    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert value == pytest.approx(float(loss), rel=rtol)
+    assert grad.dtype == dtype and torch.equal(grad, grad.T)
+    assert float((grad.double() - want).abs().max()) <= rtol * float(want.abs().max())
+
+
+def test_rss_is_recomputed_after_any_change_of_the_state(small_tissue):
+    # rss() is kept between the sigma step and the history row; an in-place change of s, z or M
+    # (the ICM sweep writes colour classes in place) must not return the stale value.
+    y, a, _, _ = small_tissue
+    fit = _initialised_fit(y, a)
+
+    def direct():
+        return float(((torch.tensor(y) - fit.x @ fit.m.T) ** 2).sum())
+
+    assert fit.rss() == pytest.approx(direct(), rel=1e-10)
+
+    def flip_first_cells():  # an indexed in-place write, as ICM's
+        fit.z[:5] = fit.z[:5].flip(1)
+
+    for change in (lambda: fit.s.mul_(1.1), flip_first_cells, lambda: fit.m.mul_(0.9)):
+        before = fit.rss()
+        change()
+        assert fit.rss() == pytest.approx(direct(), rel=1e-10)
+        assert fit.rss() != before
 
 
 def test_affinity_steps_at_the_default_budget_reach_each_optimum(small_tissue):
