@@ -120,52 +120,65 @@ def _argmin(v):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _workspace(k, like):  # pragma: no cover - compiled
+    """Work arrays of :func:`_pivot` for K variables, in the dtype of ``like``."""
+    dt = like.dtype
+    return (np.empty(k, np.int64), np.empty((k, k), dt), np.empty(k, dt), np.empty(k, dt), np.empty(k, dt),
+            np.empty(k, dt), np.empty(k, np.bool_))  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _pivot(q_mat, al, qi, fi, simplex, tol, max_iter, idx, low, s0, s1, x, grad, viol, xo):  # pragma: no cover
+    """Block principal pivoting for one instance from the free set ``fi`` (overwritten).
+
+    Writes the minimiser into ``xo`` and returns 0; 1 when not settled within ``max_iter`` pivots,
+    2 when a free block is not numerically positive definite (``xo`` untouched).
+    """
+    k = qi.shape[0]
+    best = k + 1
+    backup = 3
+    for _ in range(max_iter):
+        if not _solve_free(q_mat, al, qi, fi, simplex, idx, low, s0, s1, x, grad):
+            return 2
+        nv = 0
+        last = -1
+        for j in range(k):
+            viol[j] = (fi[j] and x[j] < -tol) or (not fi[j] and grad[j] < -tol)
+            if viol[j]:
+                nv += 1
+                last = j
+        if nv == 0:
+            for j in range(k):
+                xo[j] = x[j]
+            return 0
+        # Block principal pivoting: exchange every infeasible variable while their number
+        # drops (or for three more tries); otherwise only the last one (finite termination).
+        improve = nv < best
+        if improve:
+            best = nv
+            backup = 3
+        else:
+            backup -= 1
+        if improve or backup >= 0:
+            for j in range(k):
+                fi[j] = fi[j] != viol[j]
+        else:
+            fi[last] = not fi[last]
+        if simplex and not fi.any():
+            fi[_argmin(grad)] = True
+    return 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _active_set_kernel(q_mat, alpha, q, free, simplex, scale, eps, max_iter, x_out, status):  # pragma: no cover
     n, k = q.shape
-    idx = np.empty(k, np.int64)
-    low = np.empty((k, k), q.dtype)
-    s0 = np.empty(k, q.dtype)
-    s1 = np.empty(k, q.dtype)
-    x = np.empty(k, q.dtype)
-    grad = np.empty(k, q.dtype)
-    viol = np.empty(k, np.bool_)
+    idx, low, s0, s1, x, grad, viol = _workspace(k, q)
     for i in range(n):
-        fi = free[i]  # never empty on the simplex (the caller's start, kept so below)
-        best = k + 1
-        backup = 3
-        status[i] = 1  # not settled within max_iter pivots
-        for _ in range(max_iter):
-            if not _solve_free(q_mat, alpha[i], q[i], fi, simplex, idx, low, s0, s1, x, grad):
-                status[i] = 2  # a free block that is not positive definite
-                break
-            tol = eps[0] * scale[i]  # in the data's precision, as the torch path
-            nv = 0
-            last = -1
-            for j in range(k):
-                viol[j] = (fi[j] and x[j] < -tol) or (not fi[j] and grad[j] < -tol)
-                if viol[j]:
-                    nv += 1
-                    last = j
-            if nv == 0:
-                for j in range(k):
-                    x_out[i, j] = x[j]
-                status[i] = 0
-                break
-            # Block principal pivoting: exchange every infeasible variable while their number
-            # drops (or for three more tries); otherwise only the last one (finite termination).
-            improve = nv < best
-            if improve:
-                best = nv
-                backup = 3
-            else:
-                backup -= 1
-            if improve or backup >= 0:
-                for j in range(k):
-                    fi[j] = fi[j] != viol[j]
-            else:
-                fi[last] = not fi[last]
-            if simplex and not fi.any():
-                fi[_argmin(grad)] = True
+        # free[i] is never empty on the simplex (the caller's start, kept so by _pivot)
+        tol = eps[0] * scale[i]  # in the data's precision, as the torch path
+        status[i] = _pivot(
+            q_mat, alpha[i], q[i], free[i], simplex, tol, max_iter, idx, low, s0, s1, x, grad, viol, x_out[i]
+        )
 
 
 def active_set(q_mat, alpha, q, free, simplex: bool, scale, eps: float, max_iter: int):

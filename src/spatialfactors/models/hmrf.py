@@ -75,6 +75,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ._cellmap import cell_map
 from ._logpartition import LogSimplexIntegral, log_simplex_integral_grad
 from ._operator import DataOperator, _to_torch_csr, resolve_dtype
 from ._progress import iteration_bar, relative_change, report_stop
@@ -83,6 +84,7 @@ from ._threads import one_thread
 from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
 
 SOLVERS = ("fast", "cvxpy")
+_FLOATS = (torch.float32, torch.float64)
 PRIORS = ("data", "map")  # what the spatial prior is built from
 QP_CHUNK = 65_536  # cells per batched program (bounds the solver's working memory)
 KMEANS_CELLS = 20_000  # cells the k-means start is fitted on (all of them below this number)
@@ -261,6 +263,9 @@ def _neutral_adjoint(grad: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
 class _Fit:
     """State and updates of one SpiceMix fit (tensors on one device and dtype)."""
 
+    #: The per-cell MAP alternation in numba on the CPU (``False``: the torch loop, as on other devices).
+    compiled_cell_map = True
+
     def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device, neutral=False, seed=0):
         self.neutral = neutral
         # ``y`` is a dense tensor or a scipy sparse matrix (kept sparse: the data enter only
@@ -388,6 +393,13 @@ class _Fit:
         # argmin over s >= 0, z on the simplex of ||y - s M z||^2 / (2 sigma^2) + lambda_x s + z^T lin,
         # alternating the closed-form scale and the exact simplex program (each step lowers it).
         # Cells whose state has settled leave the batch: most settle in a few alternations.
+        if self.compiled_cell_map and self.solver == "fast" and z.device.type == "cpu" and z.dtype in _FLOATS:
+            # Compiled, the same rounds without per-round tensor operations (models._cellmap).
+            eps = torch.finfo(z.dtype).eps ** 0.75  # batched_qp's tolerance
+            arrays = (q_mat.numpy(), b.numpy(), lin.numpy(), z.numpy())
+            out = cell_map(*arrays, self.sigma2, self.lambda_x, eps, 5 * self.k, max_inner, rtol)
+            if out is not None:
+                return torch.from_numpy(out[0]), torch.from_numpy(out[1])
         s, z = self._best_scale(b, q_mat, z), z.clone()
         rows = torch.arange(len(z), device=z.device)
         for _ in range(max_inner):
