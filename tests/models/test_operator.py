@@ -59,7 +59,7 @@ def test_torch_sparse_products_match_the_compiled_ones(monkeypatch):
     # The torch CSR path is the one a GPU runs; here it runs on the CPU against the kernels.
     import scipy.sparse as sp
 
-    x = sp.random(500, 30, density=0.3, format="csr", dtype=np.float64, random_state=1)
+    x = sp.random(500, 30, density=0.2, format="csr", dtype=np.float64, random_state=1)
     compiled = DataOperator(x, dtype="float64")
     monkeypatch.setattr(DataOperator, "compiled_sparse", False)
     torch_op = DataOperator(x, dtype="float64")
@@ -70,3 +70,37 @@ def test_torch_sparse_products_match_the_compiled_ones(monkeypatch):
         torch.testing.assert_close(getattr(torch_op, name)(arg), getattr(compiled, name)(arg))
     torch.testing.assert_close(torch_op.rmatmul(r), compiled.rmatmul(r))
     torch.testing.assert_close(torch_op.times_xt(m.T.contiguous()), compiled.times_xt(m.T.contiguous()))
+
+
+def test_dense_enough_small_sparse_data_get_a_dense_working_copy(monkeypatch):
+    # At a quarter of the entries stored or more, a float32 dense copy takes at most twice the
+    # CSR's memory and its products are BLAS calls: small such data are worked on dense.
+    import scipy.sparse as sp
+
+    from spatialfactors.models import _operator
+
+    x = sp.random(2000, 40, density=0.3, format="csr", dtype=np.float64, random_state=2)
+    x.data[:] = np.round(x.data * 8)  # exact in float32, so both precisions see the same X
+    x.eliminate_zeros()
+    dense = DataOperator(x.toarray(), dtype="float64")
+    for dtype, rtol in (("float64", 1e-12), ("float32", 1e-5)):
+        op = DataOperator(x, dtype=dtype)
+        assert not op.sparse and op._csr is None and op._x.data_ptr() % 64 == 0
+        np.testing.assert_array_equal(op._x.double().numpy(), x.toarray())
+        m, r = torch.rand(40, 6, dtype=op.dtype), torch.rand(6, 2000, dtype=op.dtype)
+        torch.testing.assert_close(op.matmul(m).double(), dense.matmul(m.double()), rtol=rtol, atol=rtol)
+        torch.testing.assert_close(op.rmatmul(r).double(), dense.rmatmul(r.double()), rtol=rtol, atol=rtol)
+        torch.testing.assert_close(op.col_sq_norms, dense.col_sq_norms)
+    # Sparser data, or data whose dense copy would be large, stay sparse.
+    assert DataOperator(sp.random(2000, 40, density=0.2, format="csr", random_state=3)).sparse
+    monkeypatch.setattr(_operator, "DENSE_BYTES", 2000 * 40 * 4 - 1)
+    assert DataOperator(x, dtype="float32").sparse
+
+
+def test_a_dense_copy_sums_duplicate_entries():
+    import scipy.sparse as sp
+
+    x = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]), np.array([0, 3, 3])), shape=(2, 2))
+    assert not x.has_canonical_format
+    op = DataOperator(x, dtype="float64")
+    assert not op.sparse and op._x.tolist() == [[3.0, 3.0], [0.0, 0.0]]

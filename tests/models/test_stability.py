@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from spatialfactors.models.stability import cross_correlation, dissimilarity, instability
+from spatialfactors.models.stability import cross_correlation, dissimilarity, instability, nested_instability
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,22 @@ def test_mean_and_std_follow_the_definitions():
     assert result.mean == pytest.approx(np.mean(pairs))
     assert result.std == pytest.approx(np.sqrt(2 * np.var(pairs) / 6))
     np.testing.assert_allclose(result.pairwise, result.pairwise.T)
+
+
+@pytest.mark.parametrize(("metric", "centered", "absolute"), [("hungarian", False, False), ("amari", True, True)])
+def test_nested_instability_equals_one_instability_per_k(metric, centered, absolute):
+    # The principal axes at K are the leading K at the largest K: one Gram matrix serves every K.
+    rng = np.random.default_rng(4)
+    dicts = [rng.normal(size=(120, 7)) for _ in range(5)]
+    got = nested_instability(dicts, [2, 5, 7], metric, centered=centered, absolute=absolute)
+    assert list(got) == [2, 5, 7]
+    for k, inst in got.items():
+        want = instability([d[:, :k] for d in dicts], metric, centered=centered, absolute=absolute)
+        assert inst.mean == pytest.approx(want.mean, rel=1e-12, abs=1e-14)
+        assert inst.std == pytest.approx(want.std, rel=1e-10, abs=1e-14)
+        np.testing.assert_allclose(inst.pairwise, want.pairwise, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="`metric` must be one of"):
+        nested_instability(dicts, [2], "cosine")
 
 
 def test_bad_arguments(dictionary):

@@ -167,6 +167,36 @@ def instability(
     """
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}.")
+    return _from_correlations(_correlations(dictionaries, centered), metric, absolute)
+
+
+def nested_instability(
+    dictionaries, ks, metric: str = "hungarian", *, centered: bool = False, absolute: bool = False
+) -> dict[int, Instability]:
+    """:func:`instability` of the first K columns of every dictionary, for each K in ``ks``.
+
+    For nested dictionaries such as principal axes, whose first K columns are the dictionary at K:
+    the correlation of two columns does not depend on the other columns, so one Gram matrix of all
+    columns serves every K (its leading blocks), instead of one per K.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialfactors.models.stability import instability, nested_instability
+    >>> rng = np.random.default_rng(0)
+    >>> d = [rng.random((50, 4)) for _ in range(3)]
+    >>> got = nested_instability(d, [2, 4])
+    >>> bool(np.isclose(got[2].mean, instability([x[:, :2] for x in d]).mean))
+    True
+    """
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}, got {metric!r}.")
+    corr = _correlations(dictionaries, centered)
+    return {int(k): _from_correlations(corr[:, :k, :, :k], metric, absolute) for k in ks}
+
+
+def _correlations(dictionaries, centered: bool) -> np.ndarray:
+    """(N, K, N, K) correlations of every column of every dictionary with every other."""
     dictionaries = list(dictionaries)
     n_rep = len(dictionaries)
     if n_rep < 2:
@@ -188,7 +218,11 @@ def instability(
     diag = torch.sqrt(torch.diagonal(gram))
     inv = torch.where(diag > 0, 1.0 / torch.where(diag > 0, diag, 1.0), 0.0)
     gram = gram * inv[:, None] * inv[None, :]
-    corr = gram.numpy().reshape(n_rep, k, n_rep, k)
+    return gram.numpy().reshape(n_rep, k, n_rep, k)
+
+
+def _from_correlations(corr: np.ndarray, metric: str, absolute: bool) -> Instability:
+    n_rep = corr.shape[0]
     if absolute:
         corr = np.abs(corr)
     pairwise = np.zeros((n_rep, n_rep))

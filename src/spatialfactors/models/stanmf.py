@@ -21,7 +21,7 @@ from ._operator import CompressedOperator, DataOperator, aligned_tensor, resolve
 from ._threads import one_thread
 from .nmf import default_batch_size, nmf, replicate_bytes
 from .pca import pca_dictionaries
-from .stability import instability, instability_bytes
+from .stability import instability, instability_bytes, nested_instability
 
 #: Rank of the compression used for K components: K + this, at most ``compress``.
 COMPRESS_OVERSAMPLE = 20
@@ -410,8 +410,11 @@ def _run_plan(plan, *, data, weights, batch_size, n_jobs, metric, k_ref, progres
             continue
         # The replicates' dictionaries as views of the task results (no stacked copy).
         dicts = [d for batch in pending.pop((method, k)) for d in batch]
-        for kk in sorted(pca_ks) if method == "pca" else [k]:
-            inst = instability([d[:, :kk] for d in dicts], metric)
+        if method == "pca":  # nested axes: one Gram matrix at the largest K serves every K
+            found = nested_instability(dicts, sorted(pca_ks), metric)
+        else:
+            found = {k: instability(dicts, metric)}
+        for kk, inst in found.items():
             rows.append(
                 {
                     "method": method,
