@@ -18,7 +18,8 @@ residual; ``S = 0``. Then every iteration:
    program solved exactly, :func:`~spatialfactors.models.qp.batched_qp`), alternated until
    the states move by less than 1e-6 of the largest scale (every alternation lowers eq. 9);
    ``nu_i`` is the sum of the neighbours' proportions. Cells of one colour of a greedy
-   colouring of the graph share no edge, so each colour class is one batched update.
+   colouring of the graph share no edge, so each colour class is one batched update (on the
+   CPU the whole alternation of the batch runs compiled, ``models._cellmap``).
 2. ``M`` by its quadratic program with columns on the simplex (eq. 12, metagene part),
    solved exactly through its dual (:func:`~spatialfactors.models.qp.simplex_columns_qp`).
 3. ``sigma_y^2`` in closed form, the mean squared residual.
