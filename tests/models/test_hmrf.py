@@ -421,6 +421,19 @@ def test_affinity_gradient_in_closed_form_matches_autograd(neutral, dtype):
     assert float((grad.double() - want).abs().max()) <= rtol * float(want.abs().max())
 
 
+def test_affinity_step_with_autograd_equals_the_closed_form(small_tissue, monkeypatch):
+    # Other devices take the autograd path; here it runs on the CPU against the closed form.
+    y, a, _, _ = small_tissue
+    steps = {}
+    for closed in (True, False):
+        monkeypatch.setattr(_Fit, "closed_form_gradient", closed)
+        fit = _initialised_fit(y, a)
+        own = fit.data_states()[1]
+        fit.affinity_step("lbfgs", 10, 1e-2, own)
+        steps[closed] = fit.affinity
+    torch.testing.assert_close(steps[True], steps[False], rtol=1e-7, atol=1e-9)
+
+
 def test_rss_is_recomputed_after_any_change_of_the_state(small_tissue):
     # rss() is kept between the sigma step and the history row; an in-place change of s, z or M
     # (the ICM sweep writes colour classes in place) must not return the stale value.

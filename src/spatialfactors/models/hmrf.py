@@ -266,6 +266,8 @@ class _Fit:
 
     #: The per-cell MAP alternation in numba on the CPU (``False``: the torch loop, as on other devices).
     compiled_cell_map = True
+    #: The affinity's gradient in closed form from the kernel on the CPU (``False``: autograd, as on other devices).
+    closed_form_gradient = True
 
     def __init__(self, y, adjacency, k, *, lambda_x, lambda_sigma, solver, dtype, device, neutral=False, seed=0):
         self.neutral = neutral
@@ -441,7 +443,7 @@ class _Fit:
 
     def _affinity_value_grad(self, affinity, z, nu, weight=1.0) -> tuple[float, torch.Tensor]:
         """``L(S)`` and its symmetric gradient with respect to ``S``."""
-        if affinity.device.type != "cpu":  # torch's log-partition: autograd
+        if affinity.device.type != "cpu" or not self.closed_form_gradient:  # autograd
             s = affinity.detach().requires_grad_(True)
             loss = self._affinity_loss(s, z, nu, weight)
             (grad,) = torch.autograd.grad(loss, s)
