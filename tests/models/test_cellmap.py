@@ -5,6 +5,7 @@ import torch
 
 from spatialfactors.models._cellmap import cell_map
 from spatialfactors.models.hmrf import _Fit
+from spatialfactors.models.qp import _pivot_tolerance
 
 
 def _problem(n, k, g, dtype, seed=0, rank=None):
@@ -83,7 +84,7 @@ def test_singular_metagenes_fall_back_to_the_general_path(monkeypatch):
     # Collinear metagenes (M^T M of rank 2 < K = 4): free blocks that are not positive definite
     # are left to the torch loop's bordered systems; the fit's result is then that loop's.
     fit, lin, b, q_mat, z0 = _problem(100, 4, 30, torch.float64, seed=2, rank=2)
-    eps = torch.finfo(torch.float64).eps ** 0.75
+    eps = _pivot_tolerance(torch.float64)
     arrays = (q_mat.numpy(), b.numpy(), lin.numpy(), z0.numpy())
     assert cell_map(*arrays, fit.sigma2, fit.lambda_x, eps, 20, 50, 1e-6) is None
     (s, z), (s_ref, z_ref) = _both(fit, lin, b, q_mat, z0, monkeypatch)

@@ -108,9 +108,8 @@ class DataOperator:
         if sp.issparse(X) and _densify(X, self.dtype):
             # Dense enough and small: a dense working copy (at most twice the CSR's memory) whose
             # products are BLAS calls, several times faster per stored value than the CSR kernels.
-            dense = torch.zeros(self.shape, dtype=self.dtype)  # aligned (torch's allocator)
-            sp.csr_matrix(X, dtype=_NUMPY[self.dtype]).toarray(out=dense.numpy())  # duplicates summed
-            X = dense.to(self.device)
+            dense = torch.zeros(self.shape, dtype=self.dtype).numpy()  # aligned (torch's allocator)
+            X = sp.csr_matrix(X, dtype=dense.dtype).toarray(out=dense)  # duplicates summed; to the device below
         if sp.issparse(X):
             csr = sp.csr_matrix(X)
             if not csr.has_canonical_format:  # duplicates would be squared apart

@@ -82,7 +82,14 @@ from ._operator import DataOperator, _to_torch_csr, resolve_dtype
 from ._progress import iteration_bar, relative_change, report_stop
 from ._quasinewton import curvature_estimate, minimize
 from ._threads import one_thread
-from .qp import batched_qp, batched_qp_cvxpy, simplex_columns_qp, simplex_columns_qp_cvxpy
+from .qp import (
+    _max_pivots,
+    _pivot_tolerance,
+    batched_qp,
+    batched_qp_cvxpy,
+    simplex_columns_qp,
+    simplex_columns_qp_cvxpy,
+)
 
 SOLVERS = ("fast", "cvxpy")
 _FLOATS = (torch.float32, torch.float64)
@@ -398,9 +405,9 @@ class _Fit:
         # Cells whose state has settled leave the batch: most settle in a few alternations.
         if self.compiled_cell_map and self.solver == "fast" and z.device.type == "cpu" and z.dtype in _FLOATS:
             # Compiled, the same rounds without per-round tensor operations (models._cellmap).
-            eps = torch.finfo(z.dtype).eps ** 0.75  # batched_qp's tolerance
             arrays = (q_mat.numpy(), b.numpy(), lin.numpy(), z.numpy())
-            out = cell_map(*arrays, self.sigma2, self.lambda_x, eps, 5 * self.k, max_inner, rtol)
+            tol, pivots = _pivot_tolerance(z.dtype), _max_pivots(self.k)  # batched_qp's
+            out = cell_map(*arrays, self.sigma2, self.lambda_x, tol, pivots, max_inner, rtol)
             if out is not None:
                 return torch.from_numpy(out[0]), torch.from_numpy(out[1])
         s, z = self._best_scale(b, q_mat, z), z.clone()
@@ -465,8 +472,6 @@ class _Fit:
             return float(self.lambda_sigma * (self.affinity**2).sum())
         # On the cells of the affinity step (all of them up to AFFINITY_CELLS), weighted to all.
         nu = (self.adj @ self.z)[self._pl_rows]
-        if self.affinity.device.type == "cpu":
-            return self._affinity_value_grad(self.affinity, self.z[self._pl_rows], nu, self._pl_weight)[0]
         with torch.no_grad():
             return float(self._affinity_loss(self.affinity, self.z[self._pl_rows], nu, self._pl_weight))
 

@@ -167,6 +167,16 @@ def _active_set(q_mat, al, qs, free, scale, simplex, eps, max_iter):
     return result, active
 
 
+def _pivot_tolerance(dtype: torch.dtype) -> float:
+    """Relative tolerance of :func:`batched_qp`'s feasibility tests (and of its flat instances)."""
+    return torch.finfo(dtype).eps ** 0.75
+
+
+def _max_pivots(k: int) -> int:
+    """Pivots of :func:`batched_qp` before its fallback, by default."""
+    return 5 * k
+
+
 def batched_qp(
     q_mat: torch.Tensor,
     alpha: torch.Tensor,
@@ -210,8 +220,8 @@ def batched_qp(
     out = torch.zeros_like(q)
     if n == 0:
         return out
-    max_iter = 5 * k if max_iter is None else max_iter
-    eps = torch.finfo(q.dtype).eps ** 0.75
+    max_iter = _max_pivots(k) if max_iter is None else max_iter
+    eps = _pivot_tolerance(q.dtype)
     # Instances without a quadratic term: the minimum of a linear function is a vertex.
     flat = alpha <= eps * alpha.max().clamp_min(1.0)
     if flat.any():
