@@ -171,7 +171,7 @@ def _synthetic(folder: Path):
     return a
 
 
-def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "data"):
+def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "data", init: str = "kmeans"):
     import scanpy as sc
     from sklearn.decomposition import NMF
 
@@ -179,7 +179,7 @@ def _factorise(adata, method: str, seed: int, library_key, prior_from: str = "da
     from spatialfactors.models.hmrf import group_scale
 
     if method == "SpiceMix":
-        sf.tl.spicemix(adata, library_key=library_key, random_state=seed, prior_from=prior_from)
+        sf.tl.spicemix(adata, library_key=library_key, random_state=seed, prior_from=prior_from, init=init)
         return "X_spicemix"
     if method in ("PCA", "HMRF"):  # HMRF: on the same PCA, its domains come in run()
         sc.tl.pca(adata, n_comps=min(50, adata.n_vars - 1))
@@ -229,7 +229,7 @@ def _score(truth, labels):
     return adjusted_rand_score(t, p), normalized_mutual_info_score(t, p)
 
 
-def run(title, adata, library_key, seeds, prior_from="data", methods=("SpiceMix", "PCA", "NMF")):
+def run(title, adata, library_key, seeds, prior_from="data", methods=("SpiceMix", "PCA", "NMF"), init="kmeans"):
     import scanpy as sc
 
     import spatialfactors as sf
@@ -241,7 +241,7 @@ def run(title, adata, library_key, seeds, prior_from="data", methods=("SpiceMix"
             a = adata.copy()
             t0 = time.perf_counter()
             with PeakRSS() as mem:
-                basis = _factorise(a, method, seed, library_key, prior_from)
+                basis = _factorise(a, method, seed, library_key, prior_from, init)
             seconds = time.perf_counter() - t0
             extra = {}
             if method == "SpiceMix":
@@ -348,6 +348,7 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="ARI and usage of SpiceMix along its iterations")
     parser.add_argument("--prior-from", default="data", help="SpiceMix's prior_from ('map': the paper's scheme)")
     parser.add_argument("--methods", default="SpiceMix,PCA,NMF")
+    parser.add_argument("--init", default="kmeans", help="SpiceMix's start ('leiden': sf.tl.spicemix(init='leiden'))")
     parser.add_argument("--out", default=str(RESULTS / "spatial_domains.md"))
     args = parser.parse_args()
     seeds = list(range(args.seeds))
@@ -356,7 +357,8 @@ def main() -> None:
         "# Spatial domains and cell types: SpiceMix at its defaults against PCA, NMF and scanpy",
         "",
         f"Run {time.strftime('%Y-%m-%d')} with `python benchmarks/spatial_domains.py --seeds {args.seeds} "
-        f"--data {args.data} --prior-from {args.prior_from} --methods {args.methods}` on {os.cpu_count()} cores. "
+        f"--data {args.data} --prior-from {args.prior_from} --methods {args.methods} --init {args.init}` "
+        f"on {os.cpu_count()} cores. "
         f"Median (range) over seeds {seeds}. Clusters: "
         "`sf.tl.spatial_domains` (Ward or Leiden) into the number of reference classes, as is or after one "
         "round of neighbour averaging + majority vote (`smoothed + vote`), on proportions for SpiceMix "
@@ -371,7 +373,7 @@ def main() -> None:
     for name in args.data.split(","):
         for title, adata, library_key in load(name, args.synthetic_dir):
             print(title, flush=True)
-            table = run(title, adata, library_key, seeds, args.prior_from, args.methods.split(","))
+            table = run(title, adata, library_key, seeds, args.prior_from, args.methods.split(","), args.init)
             lines += ["", f"## {title}", "", _summary(table).to_markdown(index=False)]
             if args.trace:
                 n_iter = int(table.loc[table["method"] == "SpiceMix", "iterations"].iloc[0])

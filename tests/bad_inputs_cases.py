@@ -782,6 +782,14 @@ CASES: list[Case] = [
         "has 3 clusters but n_factors = 2",
         kwargs={"init_key": "cell_type", "n_factors": 2},
     ),
+    Case("tl.spicemix", "init unknown", ValueError, "`init` must be one of", kwargs={"init": "louvain"}),
+    Case(
+        "tl.spicemix",
+        "init_key and init together",
+        ValueError,
+        "Give either `init_key` or `init='leiden'`",
+        kwargs={"init_key": "cell_type", "init": "leiden"},
+    ),
     Case(
         "tl.spicemix",
         "init_key with a sweep",

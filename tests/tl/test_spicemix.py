@@ -177,6 +177,8 @@ def test_wrong_shaped_graph_is_refused_by_anndata(small):
         (None, {"solver": "gurobi"}, ValueError, "`solver` must be one of"),
         (None, {"connectivity_key": "knn"}, KeyError, "build the spatial graph first"),
         (None, {"init_key": "leiden"}, KeyError, "sc.tl.leiden"),
+        (None, {"init": "louvain"}, ValueError, "`init` must be one of"),
+        (None, {"init_key": "cell_type", "init": "leiden"}, ValueError, "either `init_key` or `init='leiden'`"),
         (None, {"init_key": "cell_type"}, ValueError, "clusters but n_factors = 4"),
         (None, {"init_key": "cell_type", "n_factors": [3, 4]}, ValueError, "single `n_factors`"),
         (
@@ -213,6 +215,18 @@ def test_init_key_starts_from_the_cluster_means(small):
     sparse.X = sp.csr_matrix(sparse.X)
     sf.tl.spicemix(sparse, k, library_key="fov", init_key="cell_type", init_iter=0, max_iter=0, rescale=False)
     np.testing.assert_allclose(sparse.varm["spicemix_metagenes"], adata.varm["spicemix_metagenes"], rtol=1e-12)
+
+
+def test_leiden_start_starts_from_its_cluster_means(small):
+    from spatialfactors.models._start import leiden_start
+
+    adata = small.copy()
+    sf.tl.spicemix(adata, 4, library_key="fov", init="leiden", init_iter=0, max_iter=0, rescale=False)
+    y = np.asarray(adata.X, dtype=np.float64)
+    rows, labels = leiden_start(y, 4)
+    means = np.stack([y[rows][labels == c].mean(0) for c in range(4)], 1)
+    np.testing.assert_allclose(adata.varm["spicemix_metagenes"], means / means.sum(0), rtol=1e-12)
+    assert adata.uns["spicemix"]["params"]["init"] == "leiden"
 
 
 def test_spatialdata_input(small):

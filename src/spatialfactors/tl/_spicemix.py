@@ -38,7 +38,7 @@ from spatialfactors._validation import (
     _save_results,
 )
 from spatialfactors.get import _default_names
-from spatialfactors.models.hmrf import PRIORS, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
+from spatialfactors.models.hmrf import INITS, PRIORS, SOLVERS, fit_bytes, fit_hmrf, hmrf_stability
 from spatialfactors.models.stability import METRICS, instability_bytes
 from spatialfactors.models.stanmf import REPLICATE_OVERHEAD, bootstrap_bytes
 
@@ -58,6 +58,7 @@ def spicemix(
     max_iter: int = 200,
     tol: float | None = 1e-6,
     init_iter: int = 5,
+    init: Literal["kmeans", "leiden"] = "kmeans",
     init_key: str | None = None,
     affinity_optimizer: Literal["lbfgs", "adam"] = "lbfgs",
     neutral_affinity: bool = True,
@@ -123,11 +124,19 @@ def spicemix(
         Iterations after the initialisation; stop earlier when the objective changes by less
         than ``tol`` (relative) over an iteration (``None``: run all).
     init_iter
-        ``T0``, non-spatial alternations after the k-means start (the paper: 5).
+        ``T0``, non-spatial alternations after the start (the paper: 5).
+    init
+        The clustering whose cluster means start the metagenes: ``"kmeans"`` (the paper's
+        Algorithm 1) or ``"leiden"``, a Leiden clustering of the first 50 principal components
+        (20 neighbours) with its resolution searched until there are K clusters, as the
+        authors' current code does with Louvain. Both on at most 20,000 cells. Over five seeds
+        of ``benchmarks/results/spatial_domains_leiden_start.md`` neither is better everywhere:
+        Leiden gains on STARmap and osmFISH, loses on DLPFC, the simulations and the authors'
+        synthetic cortex, so k-means stays the default.
     init_key
         ``.obs`` column with a clustering of exactly K clusters (e.g. from ``sc.tl.leiden``) to
-        start the metagenes from its cluster means instead of k-means (the authors' current
-        code starts from Louvain clusters). Only with a single ``n_factors``.
+        start the metagenes from its cluster means (instead of ``init``). Only with a single
+        ``n_factors``.
     affinity_optimizer
         ``"lbfgs"`` minimises the convex affinity objective to convergence each iteration;
         ``"adam"`` takes the paper's Adam steps.
@@ -199,9 +208,10 @@ def spicemix(
     x = _get_matrix(adata, layer)
     ks, sweep = _check(
         adata, n_factors, n_replicates=n_replicates, metric=metric, lambda_sigma=lambda_sigma, lambda_x=lambda_x,
-        max_iter=max_iter, init_iter=init_iter, tol=tol, affinity_optimizer=affinity_optimizer,
-        neutral_affinity=neutral_affinity, prior_from=prior_from, rescale=rescale, random_state=random_state,
-        solver=solver, dtype=dtype, n_jobs=n_jobs, key_added=key_added, copy=copy,
+        max_iter=max_iter, init_iter=init_iter, init=init, init_key=init_key, tol=tol,
+        affinity_optimizer=affinity_optimizer, neutral_affinity=neutral_affinity, prior_from=prior_from,
+        rescale=rescale, random_state=random_state, solver=solver, dtype=dtype, n_jobs=n_jobs, key_added=key_added,
+        copy=copy,
     )  # fmt: skip
     device = _assert_device(device)
     _assert_result_key(adata, key_added, factorisation=True, tool="sf.tl.spicemix")
@@ -215,8 +225,8 @@ def spicemix(
     y = sp.csr_matrix(x, dtype=np.float64) if sp.issparse(x) else np.asarray(x, dtype=np.float64)
     fit_kwargs = {
         "lambda_x": lambda_x, "lambda_sigma": lambda_sigma, "max_iter": max_iter, "tol": tol, "init_iter": init_iter,
-        "affinity_optimizer": affinity_optimizer, "neutral_affinity": neutral_affinity, "prior_from": prior_from,
-        "rescale": rescale, "solver": solver, "dtype": dtype, "device": device,
+        "init": init, "affinity_optimizer": affinity_optimizer, "neutral_affinity": neutral_affinity,
+        "prior_from": prior_from, "rescale": rescale, "solver": solver, "dtype": dtype, "device": device,
     }  # fmt: skip
     table, k_best = None, int(ks[0])
     if sweep:
@@ -233,7 +243,8 @@ def spicemix(
     params = {
         "n_factors": [int(k) for k in ks], "connectivity_key": connectivity_key, "library_key": library_key,
         "max_distance": max_distance, "layer": layer, "lambda_sigma": float(lambda_sigma),
-        "lambda_x": float(lambda_x), "max_iter": max_iter, "tol": tol, "init_iter": init_iter, "init_key": init_key,
+        "lambda_x": float(lambda_x), "max_iter": max_iter, "tol": tol, "init_iter": init_iter, "init": init,
+        "init_key": init_key,
         "affinity_optimizer": affinity_optimizer, "neutral_affinity": neutral_affinity, "prior_from": prior_from,
         "n_replicates": n_replicates if sweep else None, "metric": metric, "rescale": rescale,
         "random_state": random_state, "solver": solver, "dtype": dtype,
@@ -249,8 +260,8 @@ def spicemix(
 
 
 def _check(
-    adata, n_factors, *, n_replicates, metric, lambda_sigma, lambda_x, max_iter, init_iter, tol, affinity_optimizer,
-    neutral_affinity, prior_from, rescale, random_state, solver, dtype, n_jobs, key_added, copy,
+    adata, n_factors, *, n_replicates, metric, lambda_sigma, lambda_x, max_iter, init_iter, init, init_key, tol,
+    affinity_optimizer, neutral_affinity, prior_from, rescale, random_state, solver, dtype, n_jobs, key_added, copy,
 ) -> tuple[list[int], bool]:  # fmt: skip
     """Check the parameters of :func:`spicemix`; return the values of K and whether they are a sweep."""
     sweep = not _is_int(n_factors)
@@ -262,6 +273,9 @@ def _check(
     _assert_real_range("lambda_x", lambda_x, 0)
     _assert_int_range("max_iter", max_iter, 0)
     _assert_int_range("init_iter", init_iter, 0)
+    _assert_choice("init", init, INITS)
+    if init_key is not None and init != "kmeans":
+        raise ValueError(f"Give either `init_key` or `init={init!r}`: both choose the clustering the fit starts from.")
     if tol is not None:
         _assert_real_range("tol", tol, 0)
     _assert_choice("affinity_optimizer", affinity_optimizer, ("lbfgs", "adam"))
