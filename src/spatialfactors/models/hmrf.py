@@ -104,7 +104,7 @@ KMEANS_CELLS = 20_000  # cells the k-means start is fitted on (all of them below
 AFFINITY_CELLS = 200_000
 #: The affinity step stops when its next quasi-Newton step predicts a decrease of L(S) below this
 #: fraction of |L|; L itself moves by far more between iterations. On STARmap and DLPFC, 1e-9 gives
-#: the fits of 1e-10 (the same iterations, ARI, and objective to 8 digits) with a sixth fewer
+#: the fits of 1e-10 (the same iterations, ARI, and objective to 8 digits) with a fifth fewer
 #: evaluations of the log-partition kernel; 1e-8 starts to move them.
 AFFINITY_FTOL = 1e-9
 
@@ -749,7 +749,7 @@ def fit_hmrf(
     init
         ``"kmeans"`` (the paper's Algorithm 1) or ``"leiden"`` (the authors' current code starts
         from Louvain): the clustering whose normalised cluster means start the metagenes, on at
-        most :data:`KMEANS_CELLS` cells (:func:`~spatialfactors.models._start.leiden_start`).
+        most :data:`KMEANS_CELLS` cells (``models/_start.py``).
         Falls back to k-means with a warning when Leiden cannot find ``n_factors`` clusters.
     solver
         ``"fast"`` (batched exact active-set programs) or ``"cvxpy"`` (one cvxpy program per

@@ -130,9 +130,10 @@ def spicemix(
         Algorithm 1) or ``"leiden"``, a Leiden clustering of the first 50 principal components
         (20 neighbours) with its resolution searched until there are K clusters, as the
         authors' current code does with Louvain. Both on at most 20,000 cells. Over five seeds
-        of ``benchmarks/results/spatial_domains_leiden_start.md`` neither is better everywhere:
-        Leiden gains on STARmap and osmFISH, loses on DLPFC, the simulations and the authors'
-        synthetic cortex, so k-means stays the default.
+        (``benchmarks/results/spatial_domains_leiden_start.md``) neither is better everywhere:
+        Leiden gains 0.02 ARI on STARmap, ties on osmFISH and loses on DLPFC (0.01), on three
+        of four simulations (up to 0.03) and on the authors' synthetic cortex (0.17), so k-means
+        stays the default.
     init_key
         ``.obs`` column with a clustering of exactly K clusters (e.g. from ``sc.tl.leiden``) to
         start the metagenes from its cluster means (instead of ``init``). Only with a single
