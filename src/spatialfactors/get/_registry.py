@@ -71,6 +71,7 @@ KINDS: dict[str, _Kind] = {
             "max_iter",
             "tol",
             "init_iter",
+            "init",
             "init_key",
             "affinity_optimizer",
             "neutral_affinity",
