@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from spatialfactors.models import _start
+from spatialfactors.models import domains
 from spatialfactors.models._start import _merge_to, leiden_start
 from spatialfactors.models.hmrf import _initial_metagenes, fit_hmrf
 
@@ -43,14 +43,20 @@ def test_leiden_start_clusters_a_subset_of_large_data():
 
 
 def test_leiden_start_merges_when_no_resolution_gives_k(monkeypatch):
-    # With a single resolution that yields more than k clusters, the smallest are merged into the
-    # nearest until k remain.
+    # When the resolution search ends above k clusters, the smallest are merged into the nearest
+    # until k remain.
     y, truth = _blobs(k=4)
-    monkeypatch.setattr(_start, "BISECTIONS", 1)
-    monkeypatch.setattr(_start, "RESOLUTIONS", (50.0, 50.0))
+    search = domains.cluster_features
+    monkeypatch.setattr(domains, "cluster_features", lambda f, k, *a, **kw: search(f, 2 * k, *a, **kw))
     rows, labels = leiden_start(y, 4)
     assert sorted(np.unique(labels)) == [0, 1, 2, 3]
     assert adjusted_rand_score(truth, labels) > 0.5
+
+
+def test_leiden_start_returns_none_when_the_search_ends_below_k(monkeypatch):
+    y, _ = _blobs(k=4)
+    monkeypatch.setattr(domains, "cluster_features", lambda f, k, *a, **kw: np.arange(len(f)) % (k - 1))
+    assert leiden_start(y, 4) is None
 
 
 def test_merge_to_joins_the_smallest_cluster_to_the_nearest():

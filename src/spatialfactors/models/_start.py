@@ -3,17 +3,14 @@
 The authors' current code starts SpiceMix from Louvain clusters of the data's first 50 principal
 components (20 neighbours; the resolution searched until there are K clusters); the paper's
 Algorithm 1 from k-means. scanpy has deprecated Louvain for Leiden, hence Leiden here, through
-scanpy's public functions (PCA, the neighbour graph, ``flavor="igraph"``).
+scanpy's PCA and :func:`~spatialfactors.models.domains.cluster_features` (the resolution search
+that ``sf.tl.spatial_domains`` uses), then merged down to K where no resolution gives K.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-
-#: Resolutions tried between these bounds (bisection on a log scale).
-RESOLUTIONS = (1e-3, 1e2)
-BISECTIONS = 24
 
 
 def leiden_start(
@@ -39,10 +36,10 @@ def leiden_start(
     -------
     ``(rows, labels)``: the clustered cells (sorted indices) and their clusters ``0 .. k-1``, or
     ``None`` when there are no more cells than clusters, when every cell has the same
-    expression, or when Leiden finds fewer than ``k`` clusters at every resolution. The
-    resolution is bisected until there are exactly ``k`` clusters; where no resolution gives
-    ``k``, the partition with the fewest clusters above ``k`` is merged down to ``k``, each
-    time the smallest cluster into the one with the nearest mean.
+    expression, or when the resolution search ends below ``k`` clusters. The resolution is
+    bisected until there are exactly ``k`` clusters
+    (:func:`~spatialfactors.models.domains.cluster_features`); where it ends above ``k``, the
+    smallest cluster is merged into the one with the nearest mean until ``k`` remain.
 
     Examples
     --------
@@ -57,6 +54,8 @@ def leiden_start(
     import anndata as ad
     import scanpy as sc
 
+    from .domains import cluster_features
+
     n = y.shape[0]
     rows = np.arange(n)
     if n > max_cells:
@@ -65,35 +64,22 @@ def leiden_start(
     sub = sub.astype(np.float64) if sp.issparse(sub) else np.asarray(sub, dtype=np.float64)
     if len(rows) <= k or not _varies(sub):  # identical cells: no graph to cluster (PCA fails on them)
         return None
-    adata = ad.AnnData(sub)
     verbosity = sc.settings.verbosity
-    sc.settings.verbosity = 0  # up to BISECTIONS Leiden runs: their log lines would bury SpiceMix's
+    sc.settings.verbosity = 0  # up to 30 Leiden runs: their log lines would bury SpiceMix's
     try:
         n_comps = min(n_pcs, sub.shape[1] - 1, len(rows) - 1)
         if n_comps >= 1:
+            adata = ad.AnnData(sub)
             sc.pp.pca(adata, n_comps=n_comps, random_state=random_state)
-            rep = "X_pca"
+            coords = adata.obsm["X_pca"]
         else:  # one gene: the data are their own coordinates
-            adata.obsm["X_one"] = sub.toarray() if sp.issparse(sub) else sub
-            rep = "X_one"
-        sc.pp.neighbors(adata, n_neighbors=min(n_neighbors, len(rows) - 1), use_rep=rep, random_state=random_state)
-        lo, hi = np.log(RESOLUTIONS[0]), np.log(RESOLUTIONS[1])
-        best = None
-        for _ in range(BISECTIONS):
-            resolution = float(np.exp(0.5 * (lo + hi)))
-            sc.tl.leiden(adata, resolution, random_state=random_state, flavor="igraph", n_iterations=2, directed=False)
-            codes = adata.obs["leiden"].cat.codes.to_numpy()
-            found = int(codes.max()) + 1
-            if found >= k and (best is None or found < int(best.max()) + 1):
-                best = codes
-            if found == k:
-                break
-            lo, hi = (lo, np.log(resolution)) if found > k else (np.log(resolution), hi)
-        if best is None:  # also the finest resolution has fewer than k clusters
-            return None
-        return rows, _merge_to(best, k, adata.obsm[rep])
+            coords = sub.toarray() if sp.issparse(sub) else sub
+        codes = cluster_features(coords, k, "leiden", n_neighbors=n_neighbors, random_state=random_state)
     finally:
         sc.settings.verbosity = verbosity
+    if codes.max() + 1 < k:
+        return None
+    return rows, _merge_to(codes, k, coords)
 
 
 def _varies(y) -> bool:

@@ -131,9 +131,9 @@ def spicemix(
         (20 neighbours) with its resolution searched until there are K clusters, as the
         authors' current code does with Louvain. Both on at most 20,000 cells. Over five seeds
         (``benchmarks/results/spatial_domains_leiden_start.md``) neither is better everywhere:
-        Leiden gains 0.02 ARI on STARmap, ties on osmFISH and loses on DLPFC (0.01), on three
-        of four simulations (up to 0.03) and on the authors' synthetic cortex (0.17), so k-means
-        stays the default.
+        Leiden gains 0.01-0.02 ARI on STARmap's excitatory layers and osmFISH and loses 0.01 on
+        STARmap's cell types, DLPFC and two of four simulations, and 0.15 on the authors'
+        synthetic cortex, so k-means stays the default.
     init_key
         ``.obs`` column with a clustering of exactly K clusters (e.g. from ``sc.tl.leiden``) to
         start the metagenes from its cluster means (instead of ``init``). Only with a single
